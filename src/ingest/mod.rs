@@ -1,0 +1,90 @@
+//! Ingest: bytes from a detector team → a schema-valid [`DetectorEvent`], or a rejection that
+//! says why (the reason the dead-letter topic records).
+
+use serde_json::Value;
+
+use crate::contracts::{Contract, Contracts, DetectorEvent};
+
+/// Largest accepted encoded event. Detector outputs are label lists, not documents; a 1 MiB
+/// event is almost certainly a producer bug (a whole page pasted into `output`).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Not JSON (or not Avro in the Confluent framing, for Avro input).
+    Undecodable,
+    /// Larger than the configured maximum.
+    Oversized,
+    /// Decoded, but does not satisfy schemas/detector-event.schema.json.
+    SchemaInvalid,
+    /// `tenant_id` is not one the deployment serves.
+    UnknownTenant,
+}
+
+impl RejectReason {
+    /// The stable name used in metrics labels and dead-letter headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Undecodable => "undecodable",
+            RejectReason::Oversized => "oversized",
+            RejectReason::SchemaInvalid => "schema_invalid",
+            RejectReason::UnknownTenant => "unknown_tenant",
+        }
+    }
+}
+
+/// A rejected input. `detail` never contains input values (only positions and rules), so it
+/// is safe to log and to put in a dead-letter header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", reason.as_str())]
+pub struct Rejected {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl Rejected {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Rejected { reason, detail: detail.into() }
+    }
+}
+
+/// Decodes and validates JSON detector events.
+#[derive(Debug)]
+pub struct JsonDecoder<'a> {
+    contracts: &'a Contracts,
+    max_bytes: usize,
+}
+
+impl<'a> JsonDecoder<'a> {
+    pub fn new(contracts: &'a Contracts, max_bytes: usize) -> Self {
+        JsonDecoder { contracts, max_bytes }
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<DetectorEvent, Rejected> {
+        if bytes.len() > self.max_bytes {
+            return Err(Rejected::new(
+                RejectReason::Oversized,
+                format!("event is {} bytes, the limit is {}", bytes.len(), self.max_bytes),
+            ));
+        }
+        // serde_json's syntax errors give a position, never the text around it.
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Rejected::new(RejectReason::Undecodable, format!("not valid JSON: {e}")))?;
+        self.from_value(value)
+    }
+
+    /// Validates an already-parsed event (the Avro path converts to JSON first).
+    pub fn from_value(&self, value: Value) -> Result<DetectorEvent, Rejected> {
+        self.contracts
+            .validate(Contract::DetectorEvent, &value)
+            .map_err(|v| Rejected::new(RejectReason::SchemaInvalid, v.errors.join("; ")))?;
+        // The schema already guarantees the shape; a failure here would be a schema/type drift,
+        // and serde's message would quote the value, so it is replaced by a fixed one.
+        serde_json::from_value(value).map_err(|_| {
+            Rejected::new(
+                RejectReason::SchemaInvalid,
+                "event passed the schema but not the DetectorEvent type (schema drift)",
+            )
+        })
+    }
+}

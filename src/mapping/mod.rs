@@ -1,0 +1,12 @@
+//! Mapping: native detector output → canonical taxonomy, one batch at a time.
+//!
+//! The path of every raw label: extract (pack extractors) → pack map → taxonomy alias →
+//! model (via [`model`]'s seam) → fallback `OTHER.Unknown`. Pure functions over a batch,
+//! with no I/O, so the stream processor, the CLI and the benchmarks all run the same code.
+
+mod engine;
+pub mod extract;
+pub mod model;
+
+pub use engine::{Mapper, PreparedBatch};
+pub use model::{LabelQuery, ModelDecision, ModelPolicy};

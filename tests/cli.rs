@@ -1,0 +1,220 @@
+//! The `mapper` binary as users run it.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+fn mapper(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(common::mapper_bin());
+    cmd.args(args)
+        .current_dir(common::root())
+        .env_remove("LLAMA_MAPPER_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("mapper starts");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn lines(b: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(b).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+#[test]
+fn validate_config_passes_on_the_shipped_catalog() {
+    let out = mapper(&["validate-config"], "", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("taxonomy 2025.09"));
+}
+
+#[test]
+fn validate_config_names_file_and_line_of_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["taxonomy.yaml", "frameworks.yaml", "presidio.yaml"] {
+        std::fs::copy(common::catalog_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    let pack = common::read(&dir.path().join("presidio.yaml"));
+    // Break a label on a known line and add an invalid JSONPath.
+    let broken = pack.replacen("PII.Identifier.SSN", "PII.Identifier.SSNN", 1);
+    let line = broken.lines().position(|l| l.contains("PII.Identifier.SSNN")).unwrap() + 1;
+    std::fs::write(dir.path().join("presidio.yaml"), broken).unwrap();
+    std::fs::write(
+        dir.path().join("bad-path.yaml"),
+        "detector: bad-path\nversion: \"1\"\nextract:\n  - select: \"$[?(\"\nmaps: {}\n",
+    )
+    .unwrap();
+    let out = mapper(&["validate-config", "--catalog-dir", dir.path().to_str().unwrap()], "", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("presidio.yaml:{line}:")), "{err}");
+    assert!(err.contains("PII.Identifier.SSNN"), "{err}");
+    assert!(err.contains("bad-path.yaml:4:"), "{err}");
+    assert!(err.contains("invalid JSONPath"), "{err}");
+}
+
+#[test]
+fn map_keeps_input_order_and_reports_bad_lines_with_their_number() {
+    let good = |id: &str, out: Value| common::event_json(id, "deberta-toxicity", out).to_string();
+    let input = [
+        good("e1", json!("toxic")),
+        "{not json".to_string(),
+        good("e2", json!([{"label": "insult", "score": 0.2}])),
+        json!({"event_id": "e3", "tenant_id": "acme", "ts": "2025-09-01T12:00:00Z", "output": "x"}).to_string(),
+        good("e4", json!([{"label": "threat", "score": 0.9}])),
+    ]
+    .join("\n");
+    let out = mapper(&["map", "--batch-size", "2"], &input, &[]);
+    assert_eq!(out.status.code(), Some(1), "some lines were rejected");
+    let events = lines(&out.stdout);
+    let ids: Vec<&str> = events.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["e1", "e2", "e4"]);
+    assert_eq!(events[0]["taxonomy"], json!(["HARM.SPEECH.Toxicity"]));
+    assert_eq!(events[1]["taxonomy"], json!([]), "0.2 is below the threshold");
+    assert_eq!(events[1]["scores"]["HARM.SPEECH.Insult"], json!(0.2), "but its score is kept");
+    let errors = lines(&out.stderr);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0]["line"], 2);
+    assert_eq!(errors[0]["reason"], "undecodable");
+    assert_eq!(errors[1]["line"], 4);
+    assert_eq!(errors[1]["reason"], "schema_invalid");
+    assert!(errors[1]["error"].as_str().unwrap().contains("detector"), "{errors:?}");
+}
+
+#[test]
+fn map_audit_prints_controls_per_label() {
+    let input =
+        common::event_json("a1", "presidio", json!([{"entity_type": "US_SSN", "start": 0, "end": 11, "score": 0.85}]));
+    let out = mapper(&["map", "--audit"], &input.to_string(), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = &lines(&out.stdout)[0];
+    assert_eq!(a["event_id"], "a1");
+    assert_eq!(a["labels"], json!(["PII.Identifier.SSN"]));
+    let controls: Vec<&str> =
+        a["mappings"][0]["controls"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(controls.iter().any(|c| c.starts_with("SOC2:")), "{controls:?}");
+    assert!(controls.iter().any(|c| c.starts_with("GDPR:")), "{controls:?}");
+    assert!(a["controls"].as_array().unwrap().contains(&json!("EUAIACT:Art.12")));
+    assert_eq!(a["lineage"][0]["raw_label"], "US_SSN");
+}
+
+#[test]
+fn unknown_labels_and_unknown_detectors_are_mapped_never_dropped() {
+    let input = [
+        common::event_json("u1", "in-house-pii", json!([{"label": "ssn_number", "score": 0.97}])).to_string(),
+        common::event_json("u2", "in-house-pii", json!({"racial_slur_v2": 0.8})).to_string(),
+        common::event_json("u3", "deberta-toxicity", json!("brand_new_category")).to_string(),
+    ]
+    .join("\n");
+    let out = mapper(&["map"], &input, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ev = lines(&out.stdout);
+    assert_eq!(ev[0]["taxonomy"], json!(["PII.Identifier.SSN"]), "alias route");
+    assert_eq!(ev[0]["lineage"][0]["route"], "alias");
+    assert_eq!(ev[1]["taxonomy"], json!(["OTHER.Unknown"]));
+    assert_eq!(ev[1]["confidence"], json!(0.0));
+    assert_eq!(ev[1]["provenance"]["route"], "fallback");
+    assert_eq!(ev[2]["taxonomy"], json!(["OTHER.Unknown"]));
+    assert!(ev[2]["notes"].as_str().unwrap().contains("brand_new_category"));
+}
+
+#[test]
+fn detectors_add_scaffolds_a_pack_that_lints() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["taxonomy.yaml", "frameworks.yaml"] {
+        std::fs::copy(common::catalog_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    let d = dir.path().to_str().unwrap();
+    let out = mapper(&["detectors", "add", "--name", "acme-guard", "--vendor", "Acme", "--catalog-dir", d], "", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = common::read(&dir.path().join("acme-guard.yaml"));
+    for field in ["detector: acme-guard", "version:", "vendor: Acme", "threshold:", "extract:", "maps:"] {
+        assert!(text.contains(field), "scaffold lacks {field}");
+    }
+    let again = mapper(&["detectors", "add", "--name", "acme-guard", "--catalog-dir", d], "", &[]);
+    assert!(!again.status.success(), "refuses to overwrite");
+    let list = mapper(&["detectors", "list", "--catalog-dir", d], "", &[]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("acme-guard"));
+    let lint = mapper(&["detectors", "lint", "--catalog-dir", d], "", &[]);
+    assert!(lint.status.success());
+    assert!(String::from_utf8_lossy(&lint.stdout).contains("`maps` is empty"), "lint points out the empty map");
+}
+
+#[test]
+fn thresholds_set_and_resolve_global_tenant_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("llama-mapper.yaml");
+    let c = cfg.to_str().unwrap();
+    for args in [
+        vec!["set-threshold", "--detector", "presidio", "--threshold", "0.6"],
+        vec!["set-threshold", "--detector", "presidio", "--threshold", "0.7", "--tenant", "acme"],
+        vec!["set-threshold", "--detector", "presidio", "--threshold", "0.9", "--environment", "prod"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--config", c]);
+        let out = mapper(&a, "", &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let bad = mapper(&["set-threshold", "--detector", "presidio", "--threshold", "1.5", "--config", c], "", &[]);
+    assert!(!bad.status.success());
+    let unknown = mapper(&["set-threshold", "--detector", "nope", "--threshold", "0.5", "--config", c], "", &[]);
+    assert!(!unknown.status.success());
+
+    let row = |args: &[&str]| -> String {
+        let mut a = vec!["show-thresholds", "--config", c];
+        a.extend(args);
+        let out = mapper(&a, "", &[]);
+        String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("presidio ")).unwrap().to_string()
+    };
+    assert!(row(&[]).contains("0.6") && row(&[]).ends_with("global"), "{}", row(&[]));
+    assert!(row(&["--tenant", "acme"]).ends_with("tenant:acme"));
+    assert!(row(&["--tenant", "acme", "--environment", "prod"]).ends_with("environment:prod"));
+    assert!(row(&["--tenant", "other", "--environment", "dev"]).ends_with("global"));
+
+    // The overrides act on mapping: presidio 0.85 is a hit for others, not for acme in prod.
+    let ev = |env: &str, tenant: &str| {
+        let mut e = common::event_json(
+            "t",
+            "presidio",
+            json!([{"entity_type": "US_SSN", "start": 0, "end": 1, "score": 0.85}]),
+        );
+        e["tenant_id"] = json!(tenant);
+        e["policy_context"] = json!({"environment": env});
+        e.to_string()
+    };
+    let input = [ev("dev", "other"), ev("prod", "acme"), ev("dev", "acme")].join("\n");
+    let out = mapper(&["map", "--config", c], &input, &[]);
+    let got: Vec<Value> = lines(&out.stdout).iter().map(|e| e["taxonomy"].clone()).collect();
+    assert_eq!(got, [json!(["PII.Identifier.SSN"]), json!([]), json!(["PII.Identifier.SSN"])]);
+    let thr: Vec<Value> = lines(&out.stdout).iter().map(|e| e["lineage"][0]["threshold"].clone()).collect();
+    assert_eq!(thr, [json!(0.6), json!(0.9), json!(0.7)]);
+
+    // The environment variable beats the file.
+    let out = mapper(&["show-thresholds", "--config", c], "", &[("LLAMA_MAPPER_THRESHOLDS__PRESIDIO", "0.55")]);
+    assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("presidio ") && l.contains("0.55")));
+}
+
+#[test]
+fn show_config_prints_the_merged_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("s.yaml");
+    std::fs::write(&cfg, "log: {level: debug}\nthresholds: {detoxify: 0.8}\n").unwrap();
+    let out = mapper(
+        &["show-config", "--config", cfg.to_str().unwrap(), "--tenant", "acme"],
+        "",
+        &[("LLAMA_MAPPER_LOG__FORMAT", "json")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("level: debug"), "{s}");
+    assert!(s.contains("format: json"), "{s}");
+    assert!(s.contains("detoxify: 0.8"), "{s}");
+    assert!(s.lines().any(|l| l.starts_with("detoxify ") && l.contains("0.8")), "{s}");
+}

@@ -1,0 +1,55 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use llama_mapper::catalog::Catalog;
+use llama_mapper::config::Settings;
+use llama_mapper::contracts::DetectorEvent;
+use llama_mapper::pipeline::Pipeline;
+use serde_json::{json, Value};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn catalog_dir() -> PathBuf {
+    root().join("pillars-detectors")
+}
+
+pub fn settings() -> Settings {
+    Settings { catalog_dir: catalog_dir(), ..Settings::default() }
+}
+
+pub fn pipeline() -> Pipeline {
+    Pipeline::load(&settings()).expect("the shipped catalog loads")
+}
+
+pub fn catalog() -> Arc<Catalog> {
+    Arc::new(Catalog::load(&catalog_dir()).expect("the shipped catalog loads"))
+}
+
+/// A detector event as a detector team would publish it.
+pub fn event_json(id: &str, detector: &str, output: Value) -> Value {
+    json!({
+        "event_id": id,
+        "tenant_id": "acme",
+        "detector": detector,
+        "detector_version": "test",
+        "ts": "2025-09-01T12:00:00Z",
+        "output": output,
+    })
+}
+
+pub fn event(id: &str, detector: &str, output: Value) -> DetectorEvent {
+    serde_json::from_value(event_json(id, detector, output)).expect("test event deserialises")
+}
+
+pub fn mapper_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mapper")
+}
+
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
