@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 phase() { printf '\n== %s\n' "$*"; }
 timed() { local t0=$SECONDS; "$@"; printf '   (%ss)\n' $((SECONDS - t0)); }
 
+phase "local stack"
+# The Kafka tests start their own tansu broker per test (free loopback ports); this makes sure
+# the binary is there before tests run in parallel.
+timed scripts/install-stack.sh
+
 phase "format"
 timed cargo fmt --check
 phase "clippy"

@@ -3,7 +3,9 @@
 mod config_cmd;
 mod detectors;
 mod map;
+mod run;
 mod thresholds;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +48,17 @@ pub enum Command {
     SetThreshold(thresholds::SetThresholdArgs),
     /// Print the hit threshold in force for each detector.
     ShowThresholds(thresholds::ScopeArgs),
+    /// The stream processor: consume detector events from Kafka, publish canonical and audit events.
+    Run(run::RunArgs),
+    /// Send JSON lines to a topic (default: the input topic), keyed by tenant_id.
+    Produce(tools::ProduceArgs),
+    /// Print a topic's committed records from the beginning.
+    Tail(tools::TailArgs),
+    /// Create or verify the Kafka topics defined in topics/*.yaml.
+    Topics {
+        #[command(subcommand)]
+        command: run::TopicsCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -72,6 +85,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ShowConfig(scope) => config_cmd::show(&loaded, &scope),
         Command::SetThreshold(args) => thresholds::set(&loaded, &cli.config, args),
         Command::ShowThresholds(scope) => thresholds::show(&loaded.settings, &scope),
+        Command::Run(args) => run::run(loaded.settings, args),
+        Command::Topics { command } => run::topics(&loaded.settings, command),
+        Command::Produce(args) => tools::produce(&loaded.settings, args),
+        Command::Tail(args) => tools::tail(&loaded.settings, args),
     }
 }
 

@@ -31,6 +31,11 @@ pub struct Settings {
     pub thresholds: BTreeMap<String, f64>,
     pub tenants: BTreeMap<String, ScopeSettings>,
     pub environments: BTreeMap<String, ScopeSettings>,
+    pub ingest: IngestSettings,
+    pub kafka: KafkaSettings,
+    pub avro: AvroSettings,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen during `mapper run`.
+    pub metrics_addr: String,
 }
 
 impl Default for Settings {
@@ -41,7 +46,110 @@ impl Default for Settings {
             thresholds: BTreeMap::new(),
             tenants: BTreeMap::new(),
             environments: BTreeMap::new(),
+            ingest: IngestSettings::default(),
+            kafka: KafkaSettings::default(),
+            avro: AvroSettings::default(),
+            metrics_addr: "127.0.0.1:9464".into(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Larger encoded events go to the dead-letter topic as `oversized`.
+    pub max_event_bytes: usize,
+    /// Only tenants listed under `tenants` are served; others go to the DLQ as `unknown_tenant`.
+    /// Off by default so a first deployment does not bounce everything.
+    pub known_tenants_only: bool,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings { max_event_bytes: crate::ingest::DEFAULT_MAX_EVENT_BYTES, known_tenants_only: false }
+    }
+}
+
+/// Delivery guarantee of `mapper run`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Outputs and input offsets commit in one Kafka transaction.
+    ExactlyOnce,
+    /// Idempotent producer; offsets committed after every output is acknowledged.
+    AtLeastOnce,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormat {
+    Json,
+    Avro,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group: String,
+    pub input_topic: String,
+    pub canonical_topic: String,
+    pub audit_topic: String,
+    pub dlq_topic: String,
+    pub guarantee: Guarantee,
+    /// Stable identity of this instance: its transactional.id is `<group>-<instance_id>`, which
+    /// is what fences a zombie of the same instance after a restart. Default: the host name.
+    pub instance_id: Option<String>,
+    /// Most input records mapped (and committed) together. A transaction costs a few broker
+    /// round trips whatever its size, so large batches carry throughput (see README figures).
+    pub batch_size: usize,
+    /// Longest wait to fill a batch before mapping what arrived.
+    pub batch_timeout_ms: u64,
+    pub output_format: WireFormat,
+    /// About 6 s: long enough for a loaded host, short enough that a killed instance's
+    /// partitions move quickly (and tansu's group rejoin stays reliable).
+    pub session_timeout_ms: u32,
+    pub transaction_timeout_ms: u32,
+    /// Extra librdkafka properties (security, tuning), passed through unchanged.
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: "127.0.0.1:9092".into(),
+            group: "llama-mapper".into(),
+            input_topic: "detector.events.v1".into(),
+            canonical_topic: "mapper.canonical.v1".into(),
+            audit_topic: "mapper.audit.v1".into(),
+            dlq_topic: "mapper.dlq.v1".into(),
+            guarantee: Guarantee::ExactlyOnce,
+            instance_id: None,
+            batch_size: 2000,
+            batch_timeout_ms: 100,
+            output_format: WireFormat::Json,
+            session_timeout_ms: 6000,
+            transaction_timeout_ms: 60_000,
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+/// Avro in the Confluent wire format (magic byte 0, 4-byte schema id, datum).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AvroSettings {
+    /// Schema registry base URL; input schemas with other ids are fetched from it.
+    pub registry_url: Option<String>,
+    /// Id under which `schemas/detector-event.avsc` is known (used without a registry).
+    pub detector_event_schema_id: u32,
+    pub canonical_schema_id: u32,
+    pub audit_schema_id: u32,
+}
+
+impl Default for AvroSettings {
+    fn default() -> Self {
+        AvroSettings { registry_url: None, detector_event_schema_id: 1, canonical_schema_id: 2, audit_schema_id: 3 }
     }
 }
 

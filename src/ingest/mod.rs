@@ -1,8 +1,14 @@
 //! Ingest: bytes from a detector team → a schema-valid [`DetectorEvent`], or a rejection that
 //! says why (the reason the dead-letter topic records).
 
+pub mod avro_wire;
+pub mod dlq;
+
+use std::collections::HashSet;
+
 use serde_json::Value;
 
+use crate::config::Settings;
 use crate::contracts::{Contract, Contracts, DetectorEvent};
 
 /// Largest accepted encoded event. Detector outputs are label lists, not documents; a 1 MiB
@@ -86,5 +92,47 @@ impl<'a> JsonDecoder<'a> {
                 "event passed the schema but not the DetectorEvent type (schema drift)",
             )
         })
+    }
+}
+
+/// The stream processor's front door: size limit, JSON or framed Avro, schema, tenant.
+#[derive(Debug)]
+pub struct Decoder<'a> {
+    json: JsonDecoder<'a>,
+    avro_schema_id: u32,
+    /// `Some` when only listed tenants are served.
+    known_tenants: Option<HashSet<String>>,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(contracts: &'a Contracts, settings: &Settings) -> Self {
+        Decoder {
+            json: JsonDecoder::new(contracts, settings.ingest.max_event_bytes),
+            avro_schema_id: settings.avro.detector_event_schema_id,
+            known_tenants: settings.ingest.known_tenants_only.then(|| settings.tenants.keys().cloned().collect()),
+        }
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<DetectorEvent, Rejected> {
+        let event = if avro_wire::is_framed(bytes) {
+            if bytes.len() > self.json.max_bytes {
+                return Err(Rejected::new(
+                    RejectReason::Oversized,
+                    format!("event is {} bytes, the limit is {}", bytes.len(), self.json.max_bytes),
+                ));
+            }
+            self.json.from_value(avro_wire::decode_detector_event(bytes, self.avro_schema_id)?)?
+        } else {
+            self.json.decode(bytes)?
+        };
+        if let Some(known) = &self.known_tenants {
+            if !known.contains(&event.tenant_id) {
+                return Err(Rejected::new(
+                    RejectReason::UnknownTenant,
+                    format!("tenant '{}' is not configured under `tenants`", event.tenant_id),
+                ));
+            }
+        }
+        Ok(event)
     }
 }

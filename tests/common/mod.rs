@@ -46,6 +46,9 @@ pub fn event(id: &str, detector: &str, output: Value) -> DetectorEvent {
     serde_json::from_value(event_json(id, detector, output)).expect("test event deserialises")
 }
 
+pub mod kafka;
+pub mod rawlog;
+
 pub fn mapper_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mapper")
 }

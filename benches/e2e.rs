@@ -1,0 +1,204 @@
+//! End-to-end: events/s and p50/p99 latency through `mapper run` on the local broker (tansu),
+//! beside the raw broker's own consume+produce rate for the same messages in the same run.
+//!
+//! Run: `cargo bench --bench e2e` (after `scripts/install-stack.sh`); `-- --events N`.
+//!
+//! Throughput: N events are produced first; the clock runs from the first committed batch to
+//! the last (so the consumer-group join is not counted). Baseline: one rdkafka consumer reads
+//! the same N records and an idempotent producer writes each payload to a scratch topic,
+//! awaiting every delivery — the floor any Kafka processor pays, with no mapping and no
+//! transactions. Latency: a second phase paces events at a fixed rate into the running
+//! processor and measures input-produce → committed canonical record seen by a read_committed
+//! consumer.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::kafka::{produce_to, Broker, MapperProcess, CANONICAL, INPUT};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50_000);
+    let paced: usize = 3_000;
+    let rate: u64 = 1_000;
+    let broker = Broker::start();
+    let mix = mix();
+    let inputs: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let mut e = mix[i % mix.len()].clone();
+            e["event_id"] = json!(format!("bench-{i}"));
+            e["tenant_id"] = json!(format!("tenant-{}", i % 24));
+            (e["tenant_id"].as_str().unwrap().to_string(), e.to_string().into_bytes())
+        })
+        .collect();
+    let bytes: usize = inputs.iter().map(|(_, v)| v.len()).sum();
+    produce_to(&broker.brokers(), INPUT, &inputs);
+    println!(
+        "{n} events ({:.1} MB) of {} real-format examples, 6 partitions, tansu on loopback",
+        bytes as f64 / 1e6,
+        mix.len()
+    );
+
+    let raw = raw_consume_produce(&broker, n);
+    println!("raw broker consume+produce (rdkafka, no mapping):   {raw:>9.0} events/s");
+
+    let mapper = MapperProcess::start(&broker, "bench", &[("RUST_LOG", "warn")]);
+    let (first_at, first_n) = wait_committed(&broker, 1, Duration::from_secs(120));
+    let (done_at, _) = wait_committed(&broker, n as i64, Duration::from_secs(1800));
+    let mapped = (n as i64 - first_n) as f64 / done_at.duration_since(first_at).as_secs_f64();
+    println!("mapper run, exactly-once (map+validate+txn):        {mapped:>9.0} events/s");
+    println!("ratio mapper / raw broker:                          {:>9.2}", mapped / raw);
+
+    // Latency: paced input into the running processor.
+    let lat = paced_latency(&broker, &mix, paced, rate);
+    println!(
+        "latency at {rate} events/s ({paced} events): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lat.0, lat.1, lat.2
+    );
+    drop(mapper);
+}
+
+fn mix() -> Vec<Value> {
+    let root = common::root();
+    let mut files: Vec<_> = std::fs::read_dir(root.join("tests/packs")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let det = doc["detector"].as_str().unwrap().to_string();
+        for c in doc["cases"].as_array().unwrap() {
+            let mut e = common::event_json("x", &det, c["output"].clone());
+            e["content"] = json!("raw text the detector looked at, in memory only");
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn consumer(brokers: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap()
+}
+
+fn assign_all(c: &BaseConsumer, topic: &str, offset: Offset) {
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), offset).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+}
+
+fn raw_consume_produce(broker: &Broker, n: usize) -> f64 {
+    broker.create_topic("bench.raw", 6);
+    let c = consumer(&broker.brokers(), "bench-raw");
+    assign_all(&c, INPUT, Offset::Beginning);
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let t = Instant::now();
+    rt.block_on(async {
+        let mut pending = Vec::new();
+        let mut seen = 0;
+        while seen < n {
+            let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else { continue };
+            seen += 1;
+            let rec =
+                FutureRecord::to("bench.raw").key(m.key().unwrap_or_default()).payload(m.payload().unwrap_or_default());
+            pending.push(p.send_result(rec).map_err(|(e, _)| e).unwrap());
+            if pending.len() >= 5000 {
+                for f in pending.drain(..) {
+                    f.await.unwrap().unwrap();
+                }
+            }
+        }
+        for f in pending {
+            f.await.unwrap().unwrap();
+        }
+    });
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Polls the mapper group's committed input offsets until they reach `n`.
+fn wait_committed(broker: &Broker, n: i64, timeout: Duration) -> (Instant, i64) {
+    let c = consumer(&broker.brokers(), "llama-mapper");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition(INPUT, p);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(off) = c.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+            let sum: i64 = off.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum();
+            if sum >= n {
+                return (Instant::now(), sum);
+            }
+        }
+        assert!(Instant::now() < deadline, "mapper did not reach {n} committed inputs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn paced_latency(broker: &Broker, mix: &[Value], count: usize, rate: u64) -> (f64, f64, f64) {
+    let c = consumer(&broker.brokers(), "bench-latency");
+    assign_all(&c, CANONICAL, Offset::End);
+    std::thread::sleep(Duration::from_secs(1));
+    let p: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", broker.brokers()).set("linger.ms", "0").create().unwrap();
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let mut lat = Vec::with_capacity(count);
+    let start = Instant::now();
+    let interval = Duration::from_micros(1_000_000 / rate);
+    let mut next = 0usize;
+    let deadline = start + Duration::from_secs(count as u64 / rate + 60);
+    while lat.len() < count && Instant::now() < deadline {
+        while next < count && start + interval * next as u32 <= Instant::now() {
+            let mut e = mix[next % mix.len()].clone();
+            let id = format!("lat-{next}");
+            e["event_id"] = json!(id);
+            let payload = e.to_string();
+            // Delivery is observed through the output topic; the future itself is not needed.
+            drop(
+                p.send_result(FutureRecord::to(INPUT).key("tenant-lat").payload(&payload)).map_err(|(e, _)| e).unwrap(),
+            );
+            sent.insert(id, Instant::now());
+            next += 1;
+        }
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(1)) {
+            let id = m
+                .headers()
+                .and_then(|h| h.iter().find(|x| x.key == "mapper.event-id").and_then(|x| x.value))
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            if let Some(t) = id.and_then(|id| sent.get(&id)) {
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = |x: f64| lat[((lat.len() as f64 - 1.0) * x) as usize];
+    (q(0.5), q(0.99), *lat.last().unwrap())
+}

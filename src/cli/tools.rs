@@ -1,0 +1,151 @@
+//! `mapper produce` and `mapper tail`: operator tools to feed and watch topics without a
+//! separate Kafka client (Debian's kcat is too old for some brokers).
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+
+use crate::config::Settings;
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Default: the input topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// JSON lines (default: stdin). Each line is sent as is, keyed by its `tenant_id`.
+    #[arg(long, short)]
+    pub input: Option<PathBuf>,
+}
+
+pub fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let brokers = args.brokers.unwrap_or_else(|| settings.kafka.brokers.clone());
+    let topic = args.topic.unwrap_or_else(|| settings.kafka.input_topic.clone());
+    let reader: Box<dyn BufRead> = match &args.input {
+        Some(p) => Box::new(BufReader::new(std::fs::File::open(p)?)),
+        None => Box::new(BufReader::new(io::stdin().lock())),
+    };
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let n = rt.block_on(async {
+        let mut pending = Vec::new();
+        let mut n = 0usize;
+        for line in reader.lines() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let key = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|v| v.get("tenant_id").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_default();
+            let mut rec = FutureRecord::to(&topic).key(&key).payload(&line);
+            loop {
+                match producer.send_result(rec) {
+                    Ok(f) => break pending.push(f),
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        r,
+                    )) => {
+                        rec = r;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+            n += 1;
+            if pending.len() >= 10_000 {
+                for f in pending.drain(..) {
+                    f.await?.map_err(|(e, _)| e)?;
+                }
+            }
+        }
+        for f in pending {
+            f.await?.map_err(|(e, _)| e)?;
+        }
+        anyhow::Ok(n)
+    })?;
+    eprintln!("produced {n} records to {topic}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Topic to read from the beginning, with isolation.level=read_committed.
+    #[arg(long)]
+    pub topic: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub max: Option<usize>,
+    /// Stop after this long without a new record.
+    #[arg(long, default_value = "5")]
+    pub idle_secs: u64,
+    /// Print the records' headers too (as a JSON object per line: headers, key, value).
+    #[arg(long)]
+    pub headers: bool,
+}
+
+pub fn tail(settings: &Settings, args: TailArgs) -> anyhow::Result<ExitCode> {
+    let brokers = args.brokers.unwrap_or_else(|| settings.kafka.brokers.clone());
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("mapper-tail-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "6000")
+        .create()?;
+    // Assign every partition from the start: no group join to wait for, nothing committed.
+    let md = consumer.fetch_metadata(Some(&args.topic), Duration::from_secs(10))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(&args.topic, p.id(), rdkafka::Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = io::stdout().lock();
+    let mut n = 0usize;
+    let mut last = Instant::now();
+    while args.max.is_none_or(|m| n < m) && last.elapsed() < Duration::from_secs(args.idle_secs) {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let msg = msg?;
+        last = Instant::now();
+        n += 1;
+        let value = msg.payload().map(|p| String::from_utf8_lossy(p).into_owned());
+        if args.headers {
+            let mut h = BTreeMap::new();
+            if let Some(hs) = msg.headers() {
+                for x in hs.iter() {
+                    h.insert(x.key.to_string(), x.value.map(|v| String::from_utf8_lossy(v).into_owned()));
+                }
+            }
+            let value = value.map(|v| serde_json::from_str::<Value>(&v).unwrap_or(Value::String(v)));
+            let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            writeln!(
+                out,
+                "{}",
+                json!({"partition": msg.partition(), "offset": msg.offset(), "key": key, "headers": h, "value": value})
+            )?;
+        } else {
+            writeln!(out, "{}", value.unwrap_or_default())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,50 @@
+//! librdkafka callbacks: rebalances (so a half-built batch is never committed across one)
+//! and statistics (consumer lag as the broker reports it).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::Statistics;
+
+use crate::ops::Metrics;
+
+pub struct StreamContext {
+    /// Bumped on every revocation: a batch that saw it change is discarded, not committed.
+    pub generation: AtomicU64,
+    pub metrics: Metrics,
+}
+
+impl ClientContext for StreamContext {
+    fn stats(&self, stats: Statistics) {
+        for topic in stats.topics.values() {
+            for (p, part) in &topic.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics.consumer_lag.with_label_values(&[&p.to_string()]).set(part.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StreamContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                self.metrics.set_ready(false);
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            self.metrics.set_ready(true);
+        }
+    }
+}

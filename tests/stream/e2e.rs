@@ -1,0 +1,128 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use llama_mapper::ingest::avro_wire;
+use serde_json::{json, Value};
+
+use super::support::*;
+use crate::common::kafka::{Broker, MapperProcess, AUDIT, CANONICAL, DLQ, INPUT};
+
+/// Every real-format event of the 16 packs in → exactly the canonical and audit events that
+/// the mapping core produces for it; bad inputs → DLQ with the right reason; no raw content
+/// anywhere (topics, logs, metrics).
+#[test]
+fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("settings.yaml");
+    std::fs::write(
+        &cfg,
+        "ingest:\n  known_tenants_only: true\n  max_event_bytes: 65536\ntenants:\n  acme: {}\n  globex: {}\n  initech: {}\n",
+    )
+    .unwrap();
+    let events = pack_events();
+    let mut inputs = keyed(&events);
+    // Four Avro-encoded events (Confluent framing, schema id 1 = schemas/detector-event.avsc).
+    let avro_events: Vec<Value> = events
+        .iter()
+        .take(4)
+        .map(|e| {
+            let mut e = e.clone();
+            e["event_id"] = json!(format!("avro-{}", e["event_id"].as_str().unwrap()));
+            e
+        })
+        .collect();
+    for e in &avro_events {
+        inputs.push((e["tenant_id"].as_str().unwrap().into(), avro_wire::encode_detector_event(e, 1).unwrap()));
+    }
+    // Bad inputs, each with the canary inside.
+    let mut unknown_tenant = events[0].clone();
+    unknown_tenant["tenant_id"] = json!("umbrella");
+    unknown_tenant["event_id"] = json!("bad-tenant");
+    let mut schema_invalid = events[1].clone();
+    schema_invalid["event_id"] = json!("bad-schema");
+    schema_invalid.as_object_mut().unwrap().remove("ts");
+    let mut oversized = events[2].clone();
+    oversized["event_id"] = json!("bad-size");
+    oversized["content"] = json!(format!("{CANARY} {}", "x".repeat(70_000)));
+    let bad = vec![
+        ("acme".to_string(), format!("{{\"content\": \"{CANARY}\", not json").into_bytes()),
+        ("umbrella".to_string(), unknown_tenant.to_string().into_bytes()),
+        ("acme".to_string(), schema_invalid.to_string().into_bytes()),
+        ("acme".to_string(), oversized.to_string().into_bytes()),
+    ];
+    inputs.extend(bad);
+    broker.produce(INPUT, &inputs);
+
+    let cfg_s = cfg.to_str().unwrap();
+    let mapper = MapperProcess::start(&broker, "e2e", &[("LLAMA_MAPPER_CONFIG", cfg_s), ("RUST_LOG", "debug")]);
+    let n = events.len() + avro_events.len();
+    let canonical = wait_committed(&broker, CANONICAL, 6, n, Duration::from_secs(120), &[&mapper]);
+    let audit = wait_committed(&broker, AUDIT, 6, n, Duration::from_secs(30), &[&mapper]);
+    let dlq = wait_committed(&broker, DLQ, 3, 4, Duration::from_secs(30), &[&mapper]);
+
+    // Exactly the outputs of the mapping core, once each.
+    let pipeline = crate::common::pipeline();
+    let mut expected: BTreeMap<String, (Value, Value)> = BTreeMap::new();
+    for e in events.iter().chain(&avro_events) {
+        let ev = serde_json::from_value(e.clone()).unwrap();
+        let m = pipeline.map_batch(&[ev]).pop().unwrap().unwrap();
+        expected.insert(e["event_id"].as_str().unwrap().to_string(), (m.canonical_json, m.audit_json));
+    }
+    assert_eq!(canonical.len(), n, "one canonical event per valid input");
+    assert_eq!(audit.len(), n, "one audit event per valid input");
+    for r in &canonical {
+        let v = value_json(r);
+        let id = v["event_id"].as_str().unwrap();
+        assert_eq!(&v, &expected[id].0, "canonical event of {id}");
+        assert_eq!(
+            r.key.as_deref(),
+            Some(v["provenance"]["tenant_id"].as_str().unwrap().as_bytes()),
+            "keyed by tenant"
+        );
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert_eq!(r.headers["mapper.schema"], "canonical-event/1.0");
+    }
+    for r in &audit {
+        let v = value_json(r);
+        assert_eq!(&v, &expected[v["event_id"].as_str().unwrap()].1);
+    }
+    assert!(count_ids(&canonical).values().all(|&c| c == 1));
+
+    // Dead letters: each reason once, with source coordinates, and no raw content.
+    let reasons: BTreeMap<String, &llama_mapper_raw::RawRecord> =
+        dlq.iter().map(|r| (r.headers["mapper.dlq.reason"].clone(), r)).collect();
+    assert_eq!(
+        reasons.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["oversized", "schema_invalid", "undecodable", "unknown_tenant"]
+    );
+    for r in &dlq {
+        assert_eq!(r.headers["mapper.source.topic"], INPUT);
+        assert!(r.headers["mapper.source.offset"].parse::<i64>().is_ok());
+    }
+    let schema_bad = value_json(reasons["schema_invalid"]);
+    assert_eq!(schema_bad["event_id"], "bad-schema", "a parseable reject keeps its fields");
+    assert!(schema_bad.get("content").is_none(), "but not its content");
+    assert!(reasons["schema_invalid"].headers["mapper.dlq.error"].contains("ts"));
+    assert!(reasons["undecodable"].value.is_none());
+
+    // Canary: no topic, log line or metric carries raw content.
+    for (topic, parts) in [(CANONICAL, 6), (AUDIT, 6), (DLQ, 3)] {
+        for r in all_raw(&broker, topic, parts) {
+            let text = format!("{:?}{:?}", String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()), r.headers);
+            assert!(!text.contains(CANARY) && !text.contains("078-05-1120"), "raw content in {topic}: {text}");
+        }
+    }
+    let metrics = mapper.metrics();
+    assert!(metrics.contains("mapper_events_in_total"), "{metrics}");
+    assert!(!metrics.contains(CANARY));
+    assert!(metrics.contains("mapper_dlq_total{reason=\"oversized\"} 1"), "{metrics}");
+    assert!(metrics.contains("mapper_transactions_total{outcome=\"commit\"}"));
+    let log = mapper.log_text();
+    assert!(log.contains("\"offset\""), "logs carry offsets");
+    assert!(!log.contains(CANARY), "raw content in the log");
+}
+
+mod llama_mapper_raw {
+    pub use crate::common::rawlog::RawRecord;
+}

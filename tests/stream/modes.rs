@@ -1,0 +1,69 @@
+use std::process::Command;
+use std::time::Duration;
+
+use llama_mapper::contracts::{avro, Contract};
+use llama_mapper::ingest::avro_wire;
+use serde_json::{json, Value};
+
+use super::support::*;
+use crate::common::kafka::{Broker, MapperProcess, CANONICAL, INPUT};
+
+/// At-least-once mode with Avro output: the same canonical events, Confluent-framed Avro.
+#[test]
+fn at_least_once_with_avro_output() {
+    let broker = Broker::start();
+    let events: Vec<Value> = pack_events().into_iter().step_by(5).collect();
+    broker.produce(INPUT, &keyed(&events));
+    let mapper = MapperProcess::start(
+        &broker,
+        "alo",
+        &[("LLAMA_MAPPER_KAFKA__GUARANTEE", "at-least-once"), ("LLAMA_MAPPER_KAFKA__OUTPUT_FORMAT", "avro")],
+    );
+    wait_inputs_committed(&broker, events.len() as i64, Duration::from_secs(120), &[&mapper]);
+    let out = committed(&broker, CANONICAL, 6);
+    assert_eq!(out.len(), events.len());
+    assert!(out.iter().all(|r| !r.transactional), "at-least-once does not use transactions");
+    let pipeline = crate::common::pipeline();
+    for r in &out {
+        assert_eq!(r.headers["content-type"], "application/vnd.confluent.avro");
+        let (id, datum) = avro_wire::unframe(r.value.as_deref().unwrap()).unwrap();
+        assert_eq!(id, 2, "canonical schema id");
+        let got = avro::decode(Contract::CanonicalEvent, datum).unwrap();
+        let src = events.iter().find(|e| e["event_id"] == got["event_id"]).unwrap();
+        let want = pipeline.map_batch(&[serde_json::from_value(src.clone()).unwrap()]).pop().unwrap().unwrap();
+        assert_eq!(got["taxonomy"], want.canonical_json["taxonomy"]);
+        assert_eq!(got["lineage"].as_array().unwrap().len(), want.canonical.lineage.len());
+    }
+}
+
+/// `mapper topics apply` creates what topics/*.yaml defines; `check` then passes, and fails
+/// on a topic whose partition count differs.
+#[test]
+fn topics_apply_then_check() {
+    let broker = Broker::start_empty();
+    let bin = crate::common::mapper_bin();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin)
+            .args(args)
+            .args(["--brokers", &broker.brokers()])
+            .current_dir(crate::common::root())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, before) = run(&["topics", "check"]);
+    assert_eq!(code, Some(1), "{before}");
+    assert!(before.contains("does not exist"));
+    let (code, applied) = run(&["topics", "apply", "--replication-factor", "1"]);
+    assert_eq!(code, Some(0), "{applied}");
+    assert!(applied.contains("created"), "{applied}");
+    let (code, after) = run(&["topics", "check"]);
+    assert_eq!(code, Some(0), "{after}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.yaml"), "name: detector.events.v1\npartitions: 12\nreplication_factor: 1\n")
+        .unwrap();
+    let (code, diff) = run(&["topics", "check", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(diff.contains("has 6 partitions, the definition says 12"), "{diff}");
+    let _ = json!(null);
+}

@@ -1,0 +1,45 @@
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::support::*;
+use crate::common::kafka::{Broker, MapperProcess, CANONICAL, INPUT};
+
+const EVENTS: usize = 20_000;
+
+/// Two instances in one group split the partitions; one is stopped halfway (SIGTERM, a clean
+/// leave) and the other takes its partitions over. Together they map every event exactly once.
+#[test]
+fn two_instances_share_the_work_and_survive_one_stopping() {
+    let broker = Broker::start();
+    let mix = pack_events();
+    let events: Vec<Value> = (0..EVENTS)
+        .map(|i| {
+            let mut e = mix[i % mix.len()].clone();
+            e["event_id"] = json!(format!("scale-{i}"));
+            e["tenant_id"] = json!(format!("tenant-{}", i % 12));
+            e
+        })
+        .collect();
+    let inputs = keyed(&events);
+    broker.produce(INPUT, &inputs[..EVENTS / 2]);
+    let mut a = MapperProcess::start(&broker, "a", &[]);
+    let b = MapperProcess::start(&broker, "b", &[]);
+    wait_inputs_committed(&broker, EVENTS as i64 / 4, Duration::from_secs(300), &[&a, &b]);
+    assert!(a.terminate().success(), "SIGTERM ends the instance cleanly:\n{}", a.log_text());
+    assert!(a.log_text().contains("mapper run stopped"));
+    broker.produce(INPUT, &inputs[EVENTS / 2..]);
+    wait_inputs_committed(&broker, EVENTS as i64, Duration::from_secs(300), &[&b]);
+    let canonical = committed(&broker, CANONICAL, 6);
+
+    let counts = count_ids(&canonical);
+    assert_eq!(counts.len(), EVENTS, "every event mapped");
+    assert!(counts.values().all(|&c| c == 1), "none twice");
+    // Both instances committed work: their transactional producers have different ids.
+    let producers: BTreeSet<i64> = canonical.iter().map(|r| r.producer_id).collect();
+    assert!(producers.len() >= 2, "both instances produced: {producers:?}");
+    let la = a.log_text();
+    assert!(la.contains("partitions assigned"), "{la}");
+    assert!(b.log_text().matches("partitions assigned").count() >= 2, "b was reassigned a's partitions");
+}
