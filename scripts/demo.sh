@@ -18,8 +18,8 @@ say "starting the local stack"
 scripts/start-kafka.sh
 cleanup() {
   [ -n "${RUN_PID:-}" ] && kill "$RUN_PID" 2>/dev/null && wait "$RUN_PID" 2>/dev/null || true
-  [ -f .stack/tansu.pid ] && kill "$(cat .stack/tansu.pid)" 2>/dev/null || true
-  rm -f .stack/tansu.pid
+  [ -f ".stack/tansu-$KAFKA_PORT.pid" ] && kill "$(cat ".stack/tansu-$KAFKA_PORT.pid")" 2>/dev/null || true
+  rm -f ".stack/tansu-$KAFKA_PORT.pid"
 }
 trap cleanup EXIT
 $MAPPER topics check --brokers "$BROKERS"
