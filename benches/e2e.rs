@@ -73,20 +73,14 @@ fn main() {
 }
 
 fn mix() -> Vec<Value> {
-    let root = common::root();
-    let mut files: Vec<_> = std::fs::read_dir(root.join("tests/packs")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
-        let det = doc["detector"].as_str().unwrap().to_string();
-        for c in doc["cases"].as_array().unwrap() {
-            let mut e = common::event_json("x", &det, c["output"].clone());
+    common::pack_cases()
+        .into_iter()
+        .map(|(det, output)| {
+            let mut e = common::event_json("x", &det, output);
             e["content"] = json!("raw text the detector looked at, in memory only");
-            out.push(e);
-        }
-    }
-    out
+            e
+        })
+        .collect()
 }
 
 fn consumer(brokers: &str, group: &str) -> BaseConsumer {
@@ -145,18 +139,11 @@ fn raw_consume_produce(broker: &Broker, n: usize) -> f64 {
 
 /// Polls the mapper group's committed input offsets until they reach `n`.
 fn wait_committed(broker: &Broker, n: i64, timeout: Duration) -> (Instant, i64) {
-    let c = consumer(&broker.brokers(), "llama-mapper");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..6 {
-        tpl.add_partition(INPUT, p);
-    }
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(off) = c.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
-            let sum: i64 = off.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum();
-            if sum >= n {
-                return (Instant::now(), sum);
-            }
+        let sum = common::kafka::committed_inputs(&broker.brokers(), "llama-mapper");
+        if sum >= n {
+            return (Instant::now(), sum);
         }
         assert!(Instant::now() < deadline, "mapper did not reach {n} committed inputs");
         std::thread::sleep(Duration::from_millis(20));

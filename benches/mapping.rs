@@ -7,13 +7,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use llama_mapper::audit::audit_event;
 use llama_mapper::catalog::Catalog;
 use llama_mapper::config::Settings;
 use llama_mapper::contracts::DetectorEvent;
 use llama_mapper::mapping::Mapper;
 use llama_mapper::pipeline::Pipeline;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -25,7 +28,7 @@ fn main() {
         .unwrap_or(200_000);
     let batch = 512;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mix = load_mix(&root);
+    let mix = common::pack_cases();
     let events: Vec<DetectorEvent> = (0..n)
         .map(|i| {
             let (det, out) = &mix[i % mix.len()];
@@ -74,18 +77,4 @@ fn main() {
 
 fn report(what: &str, n: usize, secs: f64) {
     println!("{what:<48} {:>10.0} events/s  ({:.2} µs/event)", n as f64 / secs, secs * 1e6 / n as f64);
-}
-
-fn load_mix(root: &std::path::Path) -> Vec<(String, Value)> {
-    let mut mix = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(root.join("tests/packs")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    for f in files {
-        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
-        let det = doc["detector"].as_str().unwrap().to_string();
-        for c in doc["cases"].as_array().unwrap() {
-            mix.push((det.clone(), c["output"].clone()));
-        }
-    }
-    mix
 }

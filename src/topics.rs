@@ -63,6 +63,14 @@ pub fn load(dir: &Path) -> Result<Vec<TopicSpec>, ConfigErrors> {
     errors.into_result(out)
 }
 
+fn min_isr(rf: i32) -> &'static str {
+    match rf {
+        1 => "1",
+        2 => "2",
+        _ => "3",
+    }
+}
+
 fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
     Ok(ClientConfig::new().set("bootstrap.servers", brokers).create()?)
 }
@@ -84,9 +92,15 @@ pub async fn apply(
         .iter()
         .map(|s| {
             let rf = replication_override.unwrap_or(s.replication_factor);
-            s.config
-                .iter()
-                .fold(NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(rf)), |t, (k, v)| t.set(k, v))
+            s.config.iter().fold(NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(rf)), |t, (k, v)| {
+                // min.insync.replicas above the replication factor would refuse every acks=all
+                // write (a dev stack with --replication-factor 1).
+                if k == "min.insync.replicas" && v.parse::<i32>().is_ok_and(|m| m > rf) {
+                    t.set(k, min_isr(rf))
+                } else {
+                    t.set(k, v)
+                }
+            })
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

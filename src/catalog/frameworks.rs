@@ -136,9 +136,4 @@ impl Frameworks {
     pub fn controls_for(&self, label: &str) -> &[String] {
         self.by_label.get(label).map(Vec::as_slice).unwrap_or(&[])
     }
-
-    pub fn describe(&self, control_ref: &str) -> Option<&str> {
-        let (fw, ctl) = control_ref.split_once(':')?;
-        self.frameworks.get(fw)?.controls.get(ctl).map(String::as_str)
-    }
 }

@@ -10,7 +10,7 @@ pub mod source;
 pub mod taxonomy;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use frameworks::Frameworks;
 pub use pack::{Pack, PackMeaning};
@@ -19,7 +19,6 @@ pub use taxonomy::{Taxonomy, UNKNOWN_LABEL};
 
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pub dir: PathBuf,
     pub taxonomy: Taxonomy,
     pub frameworks: Frameworks,
     pub packs: BTreeMap<String, Pack>,
@@ -36,7 +35,7 @@ impl Catalog {
         let packs = pack::load_packs(dir, &taxonomy).map_err(|e| errors.0.extend(e.0)).ok();
         match (frameworks, packs) {
             (Some(frameworks), Some(packs)) if errors.is_empty() => {
-                Ok(Catalog { dir: dir.to_path_buf(), taxonomy, frameworks, packs, generic: Pack::generic() })
+                Ok(Catalog { taxonomy, frameworks, packs, generic: Pack::generic() })
             }
             _ => Err(errors.sorted()),
         }

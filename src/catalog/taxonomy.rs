@@ -145,10 +145,6 @@ impl Taxonomy {
         self.labels.contains_key(label)
     }
 
-    pub fn label(&self, name: &str) -> Option<&Label> {
-        self.labels.get(name)
-    }
-
     pub fn labels(&self) -> impl Iterator<Item = &Label> {
         self.labels.values()
     }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::config::Settings;
 use crate::contracts::DetectorEvent;
-use crate::ingest::{JsonDecoder, DEFAULT_MAX_EVENT_BYTES};
+use crate::ingest::JsonDecoder;
 use crate::pipeline::Pipeline;
 
 #[derive(Debug, Args)]
@@ -37,7 +37,7 @@ pub fn run(settings: &Settings, args: MapArgs) -> anyhow::Result<ExitCode> {
         Some(p) => Box::new(BufReader::new(File::open(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)),
     };
     let mut out = BufWriter::new(io::stdout().lock());
-    let decoder = JsonDecoder::new(&pipeline.contracts, DEFAULT_MAX_EVENT_BYTES);
+    let decoder = JsonDecoder::new(&pipeline.contracts, settings.ingest.max_event_bytes);
     let mut failed = 0usize;
     let mut batch: Vec<(usize, DetectorEvent)> = Vec::with_capacity(args.batch_size.max(1));
 

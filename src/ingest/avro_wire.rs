@@ -1,7 +1,13 @@
 //! Avro input in the Confluent wire format: byte 0 = magic 0, bytes 1..5 = schema id (big
-//! endian), then one Avro datum. The writer schema comes from the local `schemas/` file when
-//! the id is the configured one, otherwise from the registry (not wired in this build: such
-//! ids are rejected as undecodable, with the id named).
+//! endian), then one Avro datum. The writer schema comes from the local
+//! `schemas/detector-event.avsc` when the id is the configured one, otherwise from the schema
+//! registry (`avro.registry_url`, Confluent API `GET /schemas/ids/{id}`), fetched once per id.
+//! A producer's newer writer schema is resolved against ours by Avro's resolution rules, so
+//! detector teams can add optional fields without breaking the processor.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use apache_avro::Schema;
 use serde_json::Value;
@@ -34,35 +40,112 @@ pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), Rejected> {
     Ok((id, &bytes[5..]))
 }
 
-/// Decodes a framed detector event into its JSON form (`output` and `metadata` parsed from
-/// their JSON text), ready for schema validation.
-pub fn decode_detector_event(bytes: &[u8], local_id: u32) -> Result<Value, Rejected> {
-    let (id, mut datum) = unframe(bytes)?;
-    if id != local_id {
-        return Err(Rejected::new(
-            RejectReason::Undecodable,
-            format!("unknown Avro schema id {id} (this instance knows id {local_id} = schemas/detector-event.avsc)"),
-        ));
+/// A registry's answer for one id: the schema, or why it cannot be used.
+type SchemaAnswer = Result<Arc<Schema>, Rejected>;
+
+/// Where writer schemas come from: the local file under one id, the registry for the rest.
+#[derive(Debug, Clone)]
+pub struct SchemaSource {
+    local_id: u32,
+    registry_url: Option<String>,
+    /// Answers per id, failures included (an id the registry does not know stays unknown);
+    /// transport failures are not cached.
+    cache: Arc<Mutex<HashMap<u32, SchemaAnswer>>>,
+}
+
+impl SchemaSource {
+    pub fn new(local_id: u32, registry_url: Option<String>) -> Self {
+        SchemaSource { local_id, registry_url, cache: Default::default() }
     }
-    let schema: &Schema = avro::schema(Contract::DetectorEvent);
-    let v = apache_avro::from_avro_datum(schema, &mut datum, None).map_err(|e| {
-        Rejected::new(RejectReason::Undecodable, format!("Avro datum does not match schema id {id}: {e}"))
-    })?;
-    if !datum.is_empty() {
-        return Err(Rejected::new(
-            RejectReason::Undecodable,
-            format!("{} trailing bytes after the Avro datum", datum.len()),
-        ));
-    }
-    let mut json = Value::try_from(v).map_err(|e| Rejected::new(RejectReason::Undecodable, e.to_string()))?;
-    for field in ["output", "metadata"] {
-        if let Some(Value::String(text)) = json.get(field) {
-            let parsed: Value = serde_json::from_str(text)
-                .map_err(|e| Rejected::new(RejectReason::Undecodable, format!("`{field}` is not JSON text: {e}")))?;
-            json[field] = parsed;
+
+    fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, Rejected> {
+        if let Some(s) = self.cache.lock().expect("schema cache").get(&id) {
+            return s.clone();
         }
+        let Some(base) = &self.registry_url else {
+            return Err(Rejected::new(
+                RejectReason::Undecodable,
+                format!(
+                    "unknown Avro schema id {id} (no registry configured; id {} = schemas/detector-event.avsc)",
+                    self.local_id
+                ),
+            ));
+        };
+        let answer = fetch_schema(base, id).map(Arc::new);
+        if !matches!(&answer, Err(r) if r.reason == RejectReason::Unavailable) {
+            self.cache.lock().expect("schema cache").insert(id, answer.clone());
+        }
+        answer
     }
-    Ok(json)
+
+    /// Decodes a framed detector event into its JSON form (`output` and `metadata` parsed from
+    /// their JSON text), ready for schema validation.
+    pub fn decode_detector_event(&self, bytes: &[u8]) -> Result<Value, Rejected> {
+        let (id, mut datum) = unframe(bytes)?;
+        let reader: &Schema = avro::schema(Contract::DetectorEvent);
+        // With a registry, every id is the registry's; the local file is for registry-less setups.
+        let v = if id == self.local_id && self.registry_url.is_none() {
+            apache_avro::from_avro_datum(reader, &mut datum, None)
+        } else {
+            let writer = self.writer_schema(id)?;
+            apache_avro::from_avro_datum(&writer, &mut datum, Some(reader))
+        }
+        // apache-avro's messages quote the decoded values (which may be raw content): only the
+        // fact is reported.
+        .map_err(|_| {
+            Rejected::new(RejectReason::Undecodable, format!("Avro datum does not match writer schema id {id}"))
+        })?;
+        if !datum.is_empty() {
+            return Err(Rejected::new(
+                RejectReason::Undecodable,
+                format!("{} trailing bytes after the Avro datum", datum.len()),
+            ));
+        }
+        let mut json = Value::try_from(v)
+            .map_err(|_| Rejected::new(RejectReason::Undecodable, "Avro value has no JSON form (e.g. a NaN double)"))?;
+        for field in ["output", "metadata"] {
+            if let Some(Value::String(text)) = json.get(field) {
+                let parsed: Value = serde_json::from_str(text).map_err(|e| {
+                    Rejected::new(
+                        RejectReason::Undecodable,
+                        format!("`{field}` is not JSON text (line {}, column {})", e.line(), e.column()),
+                    )
+                })?;
+                json[field] = parsed;
+            }
+        }
+        Ok(json)
+    }
+}
+
+/// `GET {base}/schemas/ids/{id}` → `{"schema": "<avsc>"}`. A transport failure is
+/// `Unavailable` (the batch is retried later), never a dead letter: the event is not at fault.
+fn fetch_schema(base: &str, id: u32) -> Result<Schema, Rejected> {
+    let url = format!("{}/schemas/ids/{id}", base.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+    let mut resp = match agent.get(&url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::StatusCode(404)) => {
+            return Err(Rejected::new(RejectReason::Undecodable, format!("schema id {id} not found in the registry")))
+        }
+        Err(e) => {
+            return Err(Rejected::new(
+                RejectReason::Unavailable,
+                format!("schema registry unreachable for id {id}: {e}"),
+            ))
+        }
+    };
+    let text = resp.body_mut().read_to_string().map_err(|e| {
+        Rejected::new(RejectReason::Unavailable, format!("registry answer for id {id} unreadable: {e}"))
+    })?;
+    let body: Value = serde_json::from_str(&text)
+        .map_err(|_| Rejected::new(RejectReason::Undecodable, format!("registry answer for id {id} is not JSON")))?;
+    let text = body.get("schema").and_then(Value::as_str).ok_or_else(|| {
+        Rejected::new(RejectReason::Undecodable, format!("registry answer for id {id} has no `schema`"))
+    })?;
+    Schema::parse_str(text).map_err(|e| {
+        Rejected::new(RejectReason::Undecodable, format!("registry schema id {id} is not valid Avro: {e}"))
+    })
 }
 
 /// Encodes a detector event (JSON form) as framed Avro: what an Avro-speaking detector sends.
@@ -87,12 +170,51 @@ mod tests {
             "output": [{"entity_type": "US_SSN", "score": 0.85}], "content": "x", "metadata": {"k": 1}});
         let bytes = encode_detector_event(&ev, 7).unwrap();
         assert!(is_framed(&bytes));
-        let back = decode_detector_event(&bytes, 7).unwrap();
+        let back = SchemaSource::new(7, None).decode_detector_event(&bytes).unwrap();
         assert_eq!(back["output"], ev["output"]);
         assert_eq!(back["metadata"], ev["metadata"]);
         assert_eq!(back["event_id"], "a");
-        let err = decode_detector_event(&bytes, 8).unwrap_err();
+        let err = SchemaSource::new(8, None).decode_detector_event(&bytes).unwrap_err();
         assert!(err.detail.contains("unknown Avro schema id 7"), "{}", err.detail);
-        assert!(decode_detector_event(&bytes[..8], 7).is_err());
+        assert!(SchemaSource::new(7, None).decode_detector_event(&bytes[..8]).is_err());
+    }
+
+    /// A writer schema from a registry (here a one-shot HTTP responder speaking the Confluent
+    /// `GET /schemas/ids/{id}` format) with an extra field still decodes into our reader schema.
+    #[test]
+    fn registry_writer_schema_is_resolved_against_ours() {
+        let mut writer: Value = serde_json::from_str(Contract::DetectorEvent.avro_source()).unwrap();
+        writer["fields"].as_array_mut().unwrap().push(json!({"name": "team", "type": "string", "default": "x"}));
+        let writer_schema = Schema::parse(&writer).unwrap();
+        let ev = json!({"event_id": "r", "tenant_id": "t", "detector": "presidio", "ts": "2025-09-01T00:00:00Z",
+            "output": "[]", "team": "pii-squad"});
+        let datum = apache_avro::to_avro_datum(
+            &writer_schema,
+            apache_avro::types::Value::from(ev).resolve(&writer_schema).unwrap(),
+        )
+        .unwrap();
+        let bytes = frame(42, &datum);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = json!({"schema": writer.to_string()}).to_string();
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let n = s.read(&mut req).unwrap();
+            assert!(String::from_utf8_lossy(&req[..n]).starts_with("GET /schemas/ids/42 "));
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        });
+        let src = SchemaSource::new(42, Some(format!("http://127.0.0.1:{port}")));
+        let back = src.decode_detector_event(&bytes).unwrap();
+        assert_eq!(back["event_id"], "r");
+        assert_eq!(back["output"], json!([]));
+        assert!(back.get("team").is_none(), "reader schema has no such field");
+        server.join().unwrap();
+        // Cached: a second decode needs no registry (the responder is gone).
+        assert_eq!(src.decode_detector_event(&bytes).unwrap()["event_id"], "r");
+        // An unreachable registry is not the event's fault: retry, never dead-letter.
+        let down = SchemaSource::new(1, Some(format!("http://127.0.0.1:{port}")));
+        assert_eq!(down.decode_detector_event(&bytes).unwrap_err().reason, RejectReason::Unavailable);
     }
 }

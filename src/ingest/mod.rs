@@ -11,9 +11,10 @@ use serde_json::Value;
 use crate::config::Settings;
 use crate::contracts::{Contract, Contracts, DetectorEvent};
 
-/// Largest accepted encoded event. Detector outputs are label lists, not documents; a 1 MiB
-/// event is almost certainly a producer bug (a whole page pasted into `output`).
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// Largest accepted encoded event. Detector outputs are label lists, not documents; a larger
+/// event is almost certainly a producer bug (a whole page pasted into `output`). Kept well under
+/// Kafka's default 1 MB message limit so that whatever we emit for an input fits a record.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 512 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
@@ -25,6 +26,11 @@ pub enum RejectReason {
     SchemaInvalid,
     /// `tenant_id` is not one the deployment serves.
     UnknownTenant,
+    /// The mapped output failed its own schema (a bug): the input is parked in the DLQ.
+    OutputInvalid,
+    /// Not the input's fault: something it needs is unreachable (the schema registry). The
+    /// batch is retried, never dead-lettered for this.
+    Unavailable,
 }
 
 impl RejectReason {
@@ -35,6 +41,8 @@ impl RejectReason {
             RejectReason::Oversized => "oversized",
             RejectReason::SchemaInvalid => "schema_invalid",
             RejectReason::UnknownTenant => "unknown_tenant",
+            RejectReason::OutputInvalid => "output_invalid",
+            RejectReason::Unavailable => "unavailable",
         }
     }
 }
@@ -67,16 +75,21 @@ impl<'a> JsonDecoder<'a> {
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<DetectorEvent, Rejected> {
+        self.check_size(bytes)?;
+        // serde_json's syntax errors give a position, never the text around it.
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Rejected::new(RejectReason::Undecodable, format!("not valid JSON: {e}")))?;
+        self.from_value(value)
+    }
+
+    fn check_size(&self, bytes: &[u8]) -> Result<(), Rejected> {
         if bytes.len() > self.max_bytes {
             return Err(Rejected::new(
                 RejectReason::Oversized,
                 format!("event is {} bytes, the limit is {}", bytes.len(), self.max_bytes),
             ));
         }
-        // serde_json's syntax errors give a position, never the text around it.
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| Rejected::new(RejectReason::Undecodable, format!("not valid JSON: {e}")))?;
-        self.from_value(value)
+        Ok(())
     }
 
     /// Validates an already-parsed event (the Avro path converts to JSON first).
@@ -99,7 +112,7 @@ impl<'a> JsonDecoder<'a> {
 #[derive(Debug)]
 pub struct Decoder<'a> {
     json: JsonDecoder<'a>,
-    avro_schema_id: u32,
+    avro: avro_wire::SchemaSource,
     /// `Some` when only listed tenants are served.
     known_tenants: Option<HashSet<String>>,
 }
@@ -108,20 +121,18 @@ impl<'a> Decoder<'a> {
     pub fn new(contracts: &'a Contracts, settings: &Settings) -> Self {
         Decoder {
             json: JsonDecoder::new(contracts, settings.ingest.max_event_bytes),
-            avro_schema_id: settings.avro.detector_event_schema_id,
+            avro: avro_wire::SchemaSource::new(
+                settings.avro.detector_event_schema_id,
+                settings.avro.registry_url.clone(),
+            ),
             known_tenants: settings.ingest.known_tenants_only.then(|| settings.tenants.keys().cloned().collect()),
         }
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<DetectorEvent, Rejected> {
         let event = if avro_wire::is_framed(bytes) {
-            if bytes.len() > self.json.max_bytes {
-                return Err(Rejected::new(
-                    RejectReason::Oversized,
-                    format!("event is {} bytes, the limit is {}", bytes.len(), self.json.max_bytes),
-                ));
-            }
-            self.json.from_value(avro_wire::decode_detector_event(bytes, self.avro_schema_id)?)?
+            self.json.check_size(bytes)?;
+            self.json.from_value(self.avro.decode_detector_event(bytes)?)?
         } else {
             self.json.decode(bytes)?
         };

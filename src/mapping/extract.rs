@@ -34,7 +34,6 @@ pub fn extract(pack: &Pack, output: &Value) -> Vec<Observation> {
     let mut out: Vec<Observation> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for ex in &pack.extractors {
-        let before = out.len();
         let mut touched = false;
         run_extractor(ex, output, &mut |obs| {
             touched = true;
@@ -46,7 +45,7 @@ pub fn extract(pack: &Pack, output: &Value) -> Vec<Observation> {
                 }
             }
         });
-        if pack.first_match && (touched || out.len() > before) {
+        if pack.first_match && touched {
             break;
         }
     }

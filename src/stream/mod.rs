@@ -11,8 +11,8 @@
 //! 4. begin a transaction, produce every output and dead letter, add the batch's next
 //!    offsets with the consumer group metadata (`send_offsets_to_transaction`), commit.
 //!
-//! A failed transaction is aborted and the consumer rewound to the batch start, then the batch
-//! is retried with jittered backoff. The transactional id is `<group>-<instance_id>`, stable
+//! A batch that does not commit (a failed transaction is aborted) is read again from the
+//! committed offsets after a jittered backoff: through `recv()`, so a pending rebalance runs. The transactional id is `<group>-<instance_id>`, stable
 //! across restarts, so a restarted instance fences its own zombie; the group metadata passed
 //! with the offsets fences zombies across rebalances (KIP-447).
 //!
@@ -39,12 +39,33 @@ use tokio::sync::watch;
 use self::context::StreamContext;
 use crate::config::{Guarantee, Settings};
 use crate::ingest::dlq::{dead_letter, SourceCoords};
-use crate::ingest::Decoder;
+use crate::ingest::{Decoder, RejectReason};
 use crate::ops::{self, Metrics};
 use crate::pipeline::Pipeline;
 use crate::publish::{OutputRecord, Publisher};
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What one batch produced, counted for the metrics once it is committed.
+#[derive(Default)]
+struct Processed {
+    records: Vec<OutputRecord>,
+    routes: BTreeMap<&'static str, u64>,
+    labels: BTreeMap<&'static str, u64>,
+    dlq: BTreeMap<&'static str, u64>,
+    valid: u64,
+    invalid: u64,
+}
+
+/// Why a batch did not commit.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Kafka(KafkaError),
+    #[error("{0}")]
+    Transient(String),
+}
 
 /// Runs until `shutdown` turns true; then finishes the open batch and leaves the group.
 pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -82,7 +103,7 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
     let producer: FutureProducer = producer_cfg.extend_with(&k.client).create().context("creating the producer")?;
     if k.guarantee == Guarantee::ExactlyOnce {
         (|| async { tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT)) })
-            .retry(backoff())
+            .retry(backoff().with_max_times(20))
             .when(|e| !is_fatal(e))
             .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "init_transactions failed"))
             .await
@@ -123,6 +144,8 @@ struct Processor<'a> {
 
 impl Processor<'_> {
     async fn run_loop(&mut self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+        // Backoff for consecutive failed batches; reset by the next commit.
+        let mut delays = backoff().build();
         while !*shutdown.borrow() {
             let generation = self.consumer.context().generation.load(Ordering::SeqCst);
             let batch = self.next_batch(shutdown).await?;
@@ -131,47 +154,70 @@ impl Processor<'_> {
             }
             if self.consumer.context().generation.load(Ordering::SeqCst) != generation {
                 tracing::info!(records = batch.len(), "rebalance during batch: dropped uncommitted, will be re-read");
-                self.rewind(&batch);
+                self.rewind();
                 continue;
             }
             let started = Instant::now();
-            let records = self.process(&batch);
+            // Decoding may fetch a schema from the registry: blocking I/O, off the async workers.
+            let processed = tokio::task::block_in_place(|| self.process(&batch));
             let mapped_in = started.elapsed();
-            let offsets = next_offsets(&batch)?;
-            // Retry the same records until they commit: the consumer position already sits
-            // past the batch, and the batch's offsets only commit with its outputs.
-            let mut delays = backoff().build();
-            loop {
-                match self.deliver(&records, &offsets).await {
-                    Ok(()) => break,
-                    Err(e) if is_fatal(&e) => {
-                        return Err(anyhow::Error::new(e).context("fatal Kafka error (fenced by a newer instance?)"))
-                    }
-                    Err(e) => {
-                        let wait = delays.next().unwrap_or(Duration::from_secs(10));
-                        tracing::warn!(error = %e, retry_in = ?wait, "batch delivery failed; retrying");
-                        tokio::time::sleep(wait).await;
-                        if self.consumer.context().generation.load(Ordering::SeqCst) != generation {
-                            // Our partitions may be someone else's now: the batch is theirs to redo,
-                            // from the committed offsets; what we still own we re-read ourselves.
-                            tracing::info!("rebalance while retrying: batch dropped uncommitted");
-                            self.rewind(&batch);
-                            break;
-                        }
+            let outcome = match processed {
+                Ok(out) => {
+                    self.deliver(&out.records, &next_offsets(&batch)?).await.map(|()| out).map_err(Failure::Kafka)
+                }
+                Err(transient) => Err(Failure::Transient(transient)),
+            };
+            match outcome {
+                Ok(out) => {
+                    delays = backoff().build();
+                    self.record_committed(&batch, &out);
+                    tracing::debug!(records = batch.len(), mapping = ?mapped_in, total = ?started.elapsed(), "batch committed");
+                }
+                Err(Failure::Kafka(e)) if is_fatal(&e) => {
+                    return Err(anyhow::Error::new(e).context(
+                        "fatal Kafka error: fenced by another instance with the same transactional id? \
+                         (give every instance its own --instance-id)",
+                    ));
+                }
+                Err(failure) => {
+                    // Nothing of the batch is committed. Go back to the committed offsets and
+                    // read it again through `recv()`, which also lets a pending rebalance run.
+                    let wait = delays.next().unwrap_or(MAX_BACKOFF);
+                    tracing::warn!(error = %failure, retry_in = ?wait, "batch not committed; re-reading it");
+                    self.rewind();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => {}
                     }
                 }
             }
-            self.metrics.batch_size.observe(batch.len() as f64);
-            for m in &batch {
-                if let Some(ts) = m.timestamp().to_millis() {
-                    let age = now_millis().saturating_sub(ts) as f64 / 1000.0;
-                    self.metrics.latency.observe(age.max(0.0));
-                }
-            }
-            self.metrics.update_ratios();
-            tracing::debug!(records = batch.len(), mapping = ?mapped_in, total = ?started.elapsed(), "batch committed");
         }
         Ok(())
+    }
+
+    /// Metrics of a committed batch (only committed work is counted as out).
+    fn record_committed(&self, batch: &[OwnedMessage], out: &Processed) {
+        let m = self.metrics;
+        m.events_in.inc_by(batch.len() as u64);
+        m.batch_size.observe(batch.len() as f64);
+        for (route, n) in &out.routes {
+            m.events_out.with_label_values(&[route]).inc_by(*n);
+        }
+        for (route, n) in &out.labels {
+            m.labels.with_label_values(&[route]).inc_by(*n);
+        }
+        for (reason, n) in &out.dlq {
+            m.dlq.with_label_values(&[reason]).inc_by(*n);
+        }
+        m.schema_valid.inc_by(out.valid);
+        m.schema_invalid.inc_by(out.invalid);
+        let now = now_millis();
+        for msg in batch {
+            if let Some(ts) = msg.timestamp().to_millis() {
+                m.latency.observe((now.saturating_sub(ts) as f64 / 1000.0).max(0.0));
+            }
+        }
+        m.update_ratios();
     }
 
     async fn next_batch(&self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Vec<OwnedMessage>> {
@@ -202,10 +248,10 @@ impl Processor<'_> {
         Ok(batch)
     }
 
-    /// Decode, map and encode one batch: the outputs of every input, in input order.
-    fn process(&self, batch: &[OwnedMessage]) -> Vec<OutputRecord> {
-        let m = self.metrics;
-        m.events_in.inc_by(batch.len() as u64);
+    /// Decode, map and encode one batch: the outputs of every input, in input order. `Err`
+    /// only for a transient problem (the schema registry unreachable): the batch is retried.
+    fn process(&self, batch: &[OwnedMessage]) -> Result<Processed, String> {
+        let mut out = Processed::default();
         let mut slots: Vec<Option<Vec<OutputRecord>>> = vec![None; batch.len()];
         let mut events = Vec::with_capacity(batch.len());
         let mut event_slots = Vec::with_capacity(batch.len());
@@ -216,6 +262,7 @@ impl Processor<'_> {
                     events.push(ev);
                     event_slots.push(i);
                 }
+                Err(rej) if rej.reason == RejectReason::Unavailable => return Err(rej.to_string()),
                 Err(rej) => {
                     let src = coords(msg);
                     tracing::warn!(
@@ -223,7 +270,7 @@ impl Processor<'_> {
                         topic = %src.topic, partition = src.partition, offset = src.offset,
                         "input rejected to the dead-letter topic"
                     );
-                    m.dlq.with_label_values(&[rej.reason.as_str()]).inc();
+                    *out.dlq.entry(rej.reason.as_str()).or_default() += 1;
                     slots[i] = Some(vec![self.dlq_record(msg, dead_letter(&rej, payload, &src))]);
                 }
             }
@@ -231,54 +278,58 @@ impl Processor<'_> {
         for (result, &i) in self.pipeline.map_batch(&events).into_iter().zip(&event_slots) {
             let msg = &batch[i];
             let src = coords(msg);
-            let recs = match result.map_err(|v| v.to_string()).and_then(|mapped| {
-                m.schema_valid.inc_by(2);
+            let encoded = result.map_err(|v| v.to_string()).and_then(|mapped| {
+                let recs = self.publisher.records(&mapped, &src).map_err(|e| e.to_string())?;
+                out.valid += 2;
                 for l in &mapped.canonical.lineage {
-                    m.labels.with_label_values(&[l.route.as_str()]).inc();
+                    *out.labels.entry(l.route.as_str()).or_default() += 1;
                 }
-                m.events_out.with_label_values(&[mapped.canonical.provenance.route.as_str()]).inc();
+                *out.routes.entry(mapped.canonical.provenance.route.as_str()).or_default() += 1;
                 tracing::debug!(
                     tenant = %mapped.canonical.provenance.tenant_id, detector = %mapped.canonical.provenance.detector,
                     labels = ?mapped.canonical.taxonomy, partition = src.partition, offset = src.offset, "mapped"
                 );
-                self.publisher.records(&mapped, &src).map(Vec::from).map_err(|e| e.to_string())
-            }) {
+                Ok(Vec::from(recs))
+            });
+            slots[i] = Some(match encoded {
                 Ok(r) => r,
                 Err(bug) => {
-                    // An output that fails its schema is a bug: it is not emitted, the input is
-                    // parked in the DLQ so nothing is lost.
-                    m.schema_invalid.inc();
-                    m.dlq.with_label_values(&["output_invalid"]).inc();
+                    // An output that fails its schema (or its Avro encoding) is a bug: it is not
+                    // emitted, and the input is parked in the DLQ so nothing is lost.
+                    out.invalid += 1;
+                    *out.dlq.entry(RejectReason::OutputInvalid.as_str()).or_default() += 1;
                     tracing::error!(error = %bug, partition = src.partition, offset = src.offset, "output failed its schema");
-                    let rej = crate::ingest::Rejected::new(crate::ingest::RejectReason::SchemaInvalid, bug);
-                    let mut dl = dead_letter(&rej, msg.payload().unwrap_or_default(), &src);
-                    dl.headers[0].1 = "output_invalid".into();
-                    vec![self.dlq_record(msg, dl)]
+                    let rej = crate::ingest::Rejected::new(RejectReason::OutputInvalid, bug);
+                    vec![self.dlq_record(msg, dead_letter(&rej, msg.payload().unwrap_or_default(), &src))]
                 }
-            };
-            slots[i] = Some(recs);
+            });
         }
-        slots.into_iter().flatten().flatten().collect()
+        out.records = slots.into_iter().flatten().flatten().collect();
+        Ok(out)
     }
 
-    /// Puts the partitions of a dropped batch that we still own back at the batch's first
-    /// offset. Needed because records fetched *after* a reassignment (which restarts at the
-    /// committed offset) may be in the dropped batch: without the seek they would be skipped.
-    /// Every record of a batch is at or past the committed offset, so this never re-reads
-    /// committed work; seeks on partitions we lost simply fail.
-    fn rewind(&self, batch: &[OwnedMessage]) {
-        let mut first: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for m in batch {
-            let e = first.entry((m.topic(), m.partition())).or_insert(m.offset());
-            *e = (*e).min(m.offset());
-        }
-        let assigned = self.consumer.assignment().unwrap_or_default();
-        for ((topic, partition), offset) in first {
-            if assigned.find_partition(topic, partition).is_none() {
-                continue;
+    /// Puts every assigned partition back at its committed offset, so a batch that did not
+    /// commit is read again. The committed offset, not the batch start, is the truth: after a
+    /// rebalance the partition may have been processed further by another instance meanwhile.
+    fn rewind(&self) {
+        let assigned = match self.consumer.assignment() {
+            Ok(a) if a.count() > 0 => a,
+            _ => return,
+        };
+        let committed = match self.consumer.committed_offsets(assigned, Duration::from_secs(10)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading committed offsets for a rewind failed");
+                return;
             }
-            if let Err(e) = self.consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
-                tracing::warn!(error = %e, partition, offset, "seek after a dropped batch failed");
+        };
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning, // nothing committed yet: auto.offset.reset=earliest
+            };
+            if let Err(err) = self.consumer.seek(e.topic(), e.partition(), offset, Duration::from_secs(5)) {
+                tracing::warn!(error = %err, partition = e.partition(), "seek for a rewind failed");
             }
         }
     }
@@ -312,12 +363,7 @@ impl Processor<'_> {
                     Err(e) => {
                         self.metrics.transactions.with_label_values(&["abort"]).inc();
                         if !is_fatal(e) {
-                            if let Err(abort) =
-                                tokio::task::block_in_place(|| self.producer.abort_transaction(TXN_TIMEOUT))
-                            {
-                                tracing::warn!(error = %abort, "abort_transaction failed");
-                                return Err(abort);
-                            }
+                            self.abort().await?;
                         }
                     }
                 }
@@ -333,6 +379,23 @@ impl Processor<'_> {
                     }
                 }
                 self.consumer.commit(offsets, CommitMode::Sync)
+            }
+        }
+    }
+
+    /// Aborts the open transaction, retrying a retriable failure (librdkafka asks for that on
+    /// timeouts): a producer left in the aborting state could not begin the next batch.
+    async fn abort(&self) -> Result<(), KafkaError> {
+        let mut delays = backoff().build();
+        loop {
+            match tokio::task::block_in_place(|| self.producer.abort_transaction(TXN_TIMEOUT)) {
+                Ok(()) => return Ok(()),
+                Err(e) if is_fatal(&e) => return Err(e),
+                Err(e) => {
+                    let wait = delays.next().unwrap_or(MAX_BACKOFF);
+                    tracing::warn!(error = %e, retry_in = ?wait, "abort_transaction failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
     }
@@ -425,12 +488,14 @@ fn is_fatal(e: &KafkaError) -> bool {
     }
 }
 
+/// Exponential with jitter, 100 ms to 10 s. Unbounded for batches (a stream processor waits
+/// out a broker outage); `init_transactions` stops after 20 tries.
 fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_jitter()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(10))
-        .with_max_times(20)
+        .with_max_delay(MAX_BACKOFF)
+        .without_max_times()
 }
 
 fn now_millis() -> i64 {

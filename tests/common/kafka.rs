@@ -151,10 +151,14 @@ pub fn produce_to(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
             loop {
                 match producer.send_result(rec) {
                     Ok(f) => break pending.push(f),
-                    Err((_, r)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        r,
+                    )) => {
                         rec = r;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
+                    Err((e, _)) => panic!("producing to {topic}: {e}"),
                 }
             }
             if pending.len() > 5000 {
@@ -167,6 +171,20 @@ pub fn produce_to(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
             f.await.unwrap().unwrap();
         }
     });
+}
+
+/// Sum of `group`'s committed offsets over the input topic's partitions (0 when none).
+pub fn committed_inputs(brokers: &str, group: &str) -> i64 {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition(INPUT, p);
+    }
+    consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .map(|c| c.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum())
+        .unwrap_or(0)
 }
 
 impl Drop for Broker {

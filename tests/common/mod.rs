@@ -56,3 +56,19 @@ pub fn mapper_bin() -> &'static str {
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// Every real-format example of every pack: (detector, native output), in file order. The
+/// realistic mix used by the stream tests and the benchmarks.
+pub fn pack_cases() -> Vec<(String, Value)> {
+    let mut files: Vec<_> = std::fs::read_dir(root().join("tests/packs")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let doc: Value = serde_yaml::from_str(&read(&f)).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let det = doc["detector"].as_str().unwrap().to_string();
+        for c in doc["cases"].as_array().unwrap() {
+            out.push((det.clone(), c["output"].clone()));
+        }
+    }
+    out
+}

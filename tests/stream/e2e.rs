@@ -90,7 +90,7 @@ fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
     assert!(count_ids(&canonical).values().all(|&c| c == 1));
 
     // Dead letters: each reason once, with source coordinates, and no raw content.
-    let reasons: BTreeMap<String, &llama_mapper_raw::RawRecord> =
+    let reasons: BTreeMap<String, &crate::common::rawlog::RawRecord> =
         dlq.iter().map(|r| (r.headers["mapper.dlq.reason"].clone(), r)).collect();
     assert_eq!(
         reasons.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -121,8 +121,4 @@ fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
     let log = mapper.log_text();
     assert!(log.contains("\"offset\""), "logs carry offsets");
     assert!(!log.contains(CANARY), "raw content in the log");
-}
-
-mod llama_mapper_raw {
-    pub use crate::common::rawlog::RawRecord;
 }

@@ -12,22 +12,20 @@ pub const CANARY: &str = "CANARY-5d1e-raw-content";
 
 /// Every real-format example of every pack, as detector events with a canary in `content`.
 pub fn pack_events() -> Vec<Value> {
-    let dir = crate::common::root().join("tests/packs");
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
-        let det = doc["detector"].as_str().unwrap().to_string();
-        for (i, c) in doc["cases"].as_array().unwrap().iter().enumerate() {
-            let n = out.len();
-            let mut e = crate::common::event_json(&format!("{det}-{i}"), &det, c["output"].clone());
+    let cases = crate::common::pack_cases();
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    cases
+        .into_iter()
+        .enumerate()
+        .map(|(n, (det, output))| {
+            let i = seen.entry(det.clone()).or_default();
+            let mut e = crate::common::event_json(&format!("{det}-{i}"), &det, output);
+            *i += 1;
             e["tenant_id"] = json!(["acme", "globex", "initech"][n % 3]);
             e["content"] = json!(format!("user text {CANARY} 078-05-1120"));
-            out.push(e);
-        }
-    }
-    out
+            e
+        })
+        .collect()
 }
 
 /// Committed records of every partition of `topic`, resolved from the transaction markers.
@@ -92,28 +90,15 @@ pub fn keyed(events: &[Value]) -> Vec<(String, Vec<u8>)> {
 /// input record is then processed and its transaction committed. Cheap enough to poll (the
 /// outputs themselves are read once, afterwards).
 pub fn wait_inputs_committed(broker: &Broker, n: i64, timeout: Duration, who: &[&MapperProcess]) {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", "llama-mapper")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..6 {
-        tpl.add_partition(crate::common::kafka::INPUT, p);
-    }
     let deadline = Instant::now() + timeout;
-    let mut last = 0;
     loop {
-        if let Ok(c) = consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
-            last = c.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum::<i64>();
-            if last >= n {
-                return;
-            }
+        let done = crate::common::kafka::committed_inputs(&broker.brokers(), "llama-mapper");
+        if done >= n {
+            return;
         }
         if Instant::now() > deadline {
             let logs: Vec<String> = who.iter().map(|m| tail(&m.log_text(), 3000)).collect();
-            panic!("{last} of {n} input records committed after {timeout:?}\n{}", logs.join("\n---\n"));
+            panic!("{done} of {n} input records committed after {timeout:?}\n{}", logs.join("\n---\n"));
         }
         std::thread::sleep(Duration::from_millis(500));
     }
