@@ -15,14 +15,14 @@ cargo build --release --locked --bin mapper
 MAPPER=target/release/mapper
 
 say "starting the local stack"
-scripts/start-kafka.sh
+MAPPER=$MAPPER scripts/start-kafka.sh
 cleanup() {
   [ -n "${RUN_PID:-}" ] && kill "$RUN_PID" 2>/dev/null && wait "$RUN_PID" 2>/dev/null || true
   [ -f ".stack/tansu-$KAFKA_PORT.pid" ] && kill "$(cat ".stack/tansu-$KAFKA_PORT.pid")" 2>/dev/null || true
   rm -f ".stack/tansu-$KAFKA_PORT.pid"
 }
 trap cleanup EXIT
-$MAPPER topics check --brokers "$BROKERS"
+$MAPPER topics check --brokers "$BROKERS" --replication-factor 1
 
 say "starting mapper run (exactly-once, metrics on $METRICS)"
 LLAMA_MAPPER_LOG__FORMAT=json $MAPPER run --brokers "$BROKERS" --group demo --instance-id demo \

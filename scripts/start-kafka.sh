@@ -17,8 +17,14 @@ for _ in $(seq 1 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
   sleep 0.1
 done
+# Topics: with the mapper binary at hand (MAPPER=path), `mapper topics apply` creates them with
+# their configs; otherwise tansu's own CLI creates them with partitions only.
+if [ -n "${MAPPER:-}" ]; then
+  "$MAPPER" topics apply --brokers "127.0.0.1:$PORT" --replication-factor 1 >/dev/null
+else
 for f in topics/*.yaml; do
   name=$(sed -n 's/^name: *//p' "$f"); parts=$(sed -n 's/^partitions: *//p' "$f")
   .stack/bin/tansu topic create --broker "tcp://127.0.0.1:$PORT" --partitions "$parts" "$name" >/dev/null 2>&1 || true
 done
+fi
 echo "tansu listening on 127.0.0.1:$PORT (pid $(cat .stack/tansu-$PORT.pid))"

@@ -12,6 +12,9 @@ phase "local stack"
 # the binary is there before tests run in parallel.
 timed scripts/install-stack.sh
 
+phase "ClickHouse test front selftest (chdb engine over HTTP)"
+timed .stack/venv/bin/python scripts/clickhouse-front-selftest.py
+
 phase "format"
 timed cargo fmt --check
 phase "clippy"

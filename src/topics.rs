@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use marked_yaml::Spanned;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use serde::Deserialize;
@@ -63,11 +63,11 @@ pub fn load(dir: &Path) -> Result<Vec<TopicSpec>, ConfigErrors> {
     errors.into_result(out)
 }
 
-fn min_isr(rf: i32) -> &'static str {
-    match rf {
-        1 => "1",
-        2 => "2",
-        _ => "3",
+/// `min.insync.replicas` no larger than the replication factor.
+fn capped_min_isr(value: &str, rf: i32) -> String {
+    match value.parse::<i32>() {
+        Ok(m) if m > rf => rf.to_string(),
+        _ => value.to_string(),
     }
 }
 
@@ -88,19 +88,29 @@ pub async fn apply(
     if missing.is_empty() {
         return Ok(vec![]);
     }
-    let new: Vec<NewTopic<'_>> = missing
-        .iter()
+    let prepared: Vec<(&TopicSpec, i32, Vec<(&str, String)>)> = missing
+        .into_iter()
         .map(|s| {
             let rf = replication_override.unwrap_or(s.replication_factor);
-            s.config.iter().fold(NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(rf)), |t, (k, v)| {
-                // min.insync.replicas above the replication factor would refuse every acks=all
-                // write (a dev stack with --replication-factor 1).
-                if k == "min.insync.replicas" && v.parse::<i32>().is_ok_and(|m| m > rf) {
-                    t.set(k, min_isr(rf))
-                } else {
-                    t.set(k, v)
-                }
-            })
+            let config: Vec<(&str, String)> = s
+                .config
+                .iter()
+                .map(|(k, v)| {
+                    // min.insync.replicas above the replication factor would refuse every acks=all
+                    // write (a dev stack with --replication-factor 1).
+                    let v = if k == "min.insync.replicas" { capped_min_isr(v, rf) } else { v.clone() };
+                    (k.as_str(), v)
+                })
+                .collect();
+            (s, rf, config)
+        })
+        .collect();
+    let new: Vec<NewTopic<'_>> = prepared
+        .iter()
+        .map(|(s, rf, config)| {
+            config
+                .iter()
+                .fold(NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(*rf)), |t, (k, v)| t.set(k, v))
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -117,11 +127,19 @@ pub async fn apply(
     Ok(created)
 }
 
-/// Differences between the definitions and the cluster (missing topics, partition counts).
-pub fn check(specs: &[TopicSpec], brokers: &str) -> anyhow::Result<Vec<String>> {
+/// Differences between the definitions and the cluster: missing topics, partition counts,
+/// and every config key the definition sets (retention, cleanup policy, ...). A broker that
+/// cannot describe configs gets a warning (second list), not a failure.
+pub async fn check(
+    specs: &[TopicSpec],
+    brokers: &str,
+    replication_override: Option<i32>,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let client = admin(brokers)?;
     let existing = existing(&client)?;
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let mut present = Vec::new();
     for s in specs {
         match existing.get(&s.name) {
             None => problems.push(format!("{}: topic {} does not exist", s.file.display(), s.name)),
@@ -133,8 +151,45 @@ pub fn check(specs: &[TopicSpec], brokers: &str) -> anyhow::Result<Vec<String>> 
             )),
             Some(_) => {}
         }
+        if existing.contains_key(&s.name) && !s.config.is_empty() {
+            present.push(s);
+        }
     }
-    Ok(problems)
+    if present.is_empty() {
+        return Ok((problems, warnings));
+    }
+    let resources: Vec<ResourceSpecifier<'_>> = present.iter().map(|s| ResourceSpecifier::Topic(&s.name)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    match client.describe_configs(&resources, &opts).await {
+        Ok(results) => {
+            for (s, r) in present.iter().zip(results) {
+                let resource = match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warnings.push(format!("{}: configs of {} not readable: {e}", s.file.display(), s.name));
+                        continue;
+                    }
+                };
+                for (key, want) in &s.config {
+                    let want = match replication_override {
+                        Some(rf) if key == "min.insync.replicas" => capped_min_isr(want, rf),
+                        _ => want.clone(),
+                    };
+                    match resource.get(key).and_then(|e| e.value.as_deref()) {
+                        Some(got) if got == want => {}
+                        Some(got) => problems.push(format!(
+                            "{}: topic {} has {key}={got}, the definition says {want}",
+                            s.file.display(),
+                            s.name
+                        )),
+                        None => warnings.push(format!("{}: broker reports no {key} for {}", s.file.display(), s.name)),
+                    }
+                }
+            }
+        }
+        Err(e) => warnings.push(format!("topic configs not verifiable on this broker: {e}")),
+    }
+    Ok((problems, warnings))
 }
 
 fn existing(client: &AdminClient<DefaultClientContext>) -> anyhow::Result<BTreeMap<String, usize>> {

@@ -86,7 +86,8 @@ pub struct TopicsArgs {
     pub brokers: Option<String>,
     #[arg(long, default_value = "topics")]
     pub dir: PathBuf,
-    /// Replication factor for every topic (a one-broker dev stack needs 1).
+    /// Replication factor for every topic (a one-broker dev stack needs 1); min.insync.replicas
+    /// is capped to it, by `apply` and in what `check` expects.
     #[arg(long)]
     pub replication_factor: Option<i32>,
 }
@@ -105,8 +106,12 @@ pub fn topics(settings: &Settings, cmd: TopicsCommand) -> anyhow::Result<ExitCod
             println!("{} topics defined, {} created", specs.len(), created.len());
             Ok(ExitCode::SUCCESS)
         }
-        TopicsCommand::Check(_) => {
-            let problems = crate::topics::check(&specs, &brokers)?;
+        TopicsCommand::Check(a) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (problems, warnings) = rt.block_on(crate::topics::check(&specs, &brokers, a.replication_factor))?;
+            for w in &warnings {
+                println!("warning: {w}");
+            }
             for p in &problems {
                 println!("{p}");
             }

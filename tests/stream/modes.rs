@@ -57,8 +57,19 @@ fn topics_apply_then_check() {
     let (code, applied) = run(&["topics", "apply", "--replication-factor", "1"]);
     assert_eq!(code, Some(0), "{applied}");
     assert!(applied.contains("created"), "{applied}");
-    let (code, after) = run(&["topics", "check"]);
+    let (code, after) = run(&["topics", "check", "--replication-factor", "1"]);
     assert_eq!(code, Some(0), "{after}");
+    assert!(after.contains("4 topics match"), "{after}");
+    // Configs are compared too: a retention the cluster does not have is reported.
+    let cfgdir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cfgdir.path().join("dlq.yaml"),
+        "name: mapper.dlq.v1\npartitions: 3\nreplication_factor: 1\nconfig:\n  retention.ms: \"1000\"\n",
+    )
+    .unwrap();
+    let (code, diff) = run(&["topics", "check", "--dir", cfgdir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{diff}");
+    assert!(diff.contains("has retention.ms=1209600000, the definition says 1000"), "{diff}");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("x.yaml"), "name: detector.events.v1\npartitions: 12\nreplication_factor: 1\n")
         .unwrap();
