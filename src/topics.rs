@@ -63,6 +63,9 @@ pub fn load(dir: &Path) -> Result<Vec<TopicSpec>, ConfigErrors> {
     errors.into_result(out)
 }
 
+/// A topic to create: its spec, effective replication factor and configs.
+type Prepared<'a> = (&'a TopicSpec, i32, Vec<(&'a str, String)>);
+
 /// `min.insync.replicas` no larger than the replication factor.
 fn capped_min_isr(value: &str, rf: i32) -> String {
     match value.parse::<i32>() {
@@ -88,7 +91,7 @@ pub async fn apply(
     if missing.is_empty() {
         return Ok(vec![]);
     }
-    let prepared: Vec<(&TopicSpec, i32, Vec<(&str, String)>)> = missing
+    let prepared: Vec<Prepared<'_>> = missing
         .into_iter()
         .map(|s| {
             let rf = replication_override.unwrap_or(s.replication_factor);
