@@ -53,20 +53,7 @@ pub fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitCod
                 .ok()
                 .and_then(|v| v.get("tenant_id").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_default();
-            let mut rec = FutureRecord::to(&topic).key(&key).payload(&line);
-            loop {
-                match producer.send_result(rec) {
-                    Ok(f) => break pending.push(f),
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        r,
-                    )) => {
-                        rec = r;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            pending.push(crate::publish::enqueue(&producer, FutureRecord::to(&topic).key(&key).payload(&line))?);
             n += 1;
             if pending.len() >= 10_000 {
                 for f in pending.drain(..) {

@@ -411,20 +411,7 @@ impl Processor<'_> {
             if let Some(p) = &r.payload {
                 rec = rec.payload(p.as_slice());
             }
-            loop {
-                match self.producer.send_result(rec) {
-                    Ok(f) => {
-                        futures.push(f);
-                        break;
-                    }
-                    // Local queue full: let librdkafka drain, then retry (backpressure).
-                    Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
-                        rec = back;
-                        self.producer.poll(Duration::from_millis(50));
-                    }
-                    Err((e, _)) => return Err(e),
-                }
-            }
+            futures.push(crate::publish::enqueue(self.producer, rec)?);
         }
         Ok(futures)
     }

@@ -147,20 +147,10 @@ pub fn produce_to(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
     rt.block_on(async {
         let mut pending = Vec::new();
         for (k, v) in records {
-            let mut rec = FutureRecord::to(topic).key(k.as_str()).payload(v.as_slice());
-            loop {
-                match producer.send_result(rec) {
-                    Ok(f) => break pending.push(f),
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        r,
-                    )) => {
-                        rec = r;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    Err((e, _)) => panic!("producing to {topic}: {e}"),
-                }
-            }
+            let rec = FutureRecord::to(topic).key(k.as_str()).payload(v.as_slice());
+            let f =
+                llama_mapper::publish::enqueue(&producer, rec).unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
+            pending.push(f);
             if pending.len() > 5000 {
                 for f in pending.drain(..) {
                     f.await.unwrap().unwrap();
