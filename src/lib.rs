@@ -18,6 +18,8 @@ pub mod mapping;
 pub mod ops;
 pub mod pipeline;
 pub mod publish;
+pub mod sinks;
 pub mod stream;
 pub mod telemetry;
 pub mod topics;
+pub mod trail;

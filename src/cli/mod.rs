@@ -4,6 +4,7 @@ mod config_cmd;
 mod detectors;
 mod map;
 mod run;
+mod sinks;
 mod thresholds;
 mod tools;
 
@@ -59,6 +60,23 @@ pub enum Command {
         #[command(subcommand)]
         command: run::TopicsCommand,
     },
+    /// Sink workers: project the output topics into ClickHouse or the S3 WORM trail.
+    Sink {
+        #[command(subcommand)]
+        command: sinks::SinkCommand,
+    },
+    /// ClickHouse schema and tenant users.
+    Clickhouse {
+        #[command(subcommand)]
+        command: sinks::ClickHouseCommand,
+    },
+    /// The WORM audit trail: signing keys, bucket, verification.
+    Audit {
+        #[command(subcommand)]
+        command: sinks::AuditCommand,
+    },
+    /// Rebuild the ClickHouse audit projection from the S3 trail alone.
+    Replay(sinks::ReplayArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -89,6 +107,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topics { command } => run::topics(&loaded.settings, command),
         Command::Produce(args) => tools::produce(&loaded.settings, args),
         Command::Tail(args) => tools::tail(&loaded.settings, args),
+        Command::Sink { command } => sinks::sink(loaded.settings, command),
+        Command::Clickhouse { command } => sinks::clickhouse(&loaded.settings, command),
+        Command::Audit { command } => sinks::audit(&loaded.settings, command),
+        Command::Replay(args) => sinks::replay(&loaded.settings, args),
     }
 }
 

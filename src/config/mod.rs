@@ -5,6 +5,7 @@
 //! loader. Settings are how one deployment runs: where the catalog lives, logging, and the
 //! threshold overrides operators tune per tenant and environment without editing packs.
 
+pub mod sinks;
 pub mod thresholds;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use sinks::{ClickHouseSettings, RetentionMode, S3Settings, SinkSettings};
 pub use thresholds::{ThresholdPolicy, ThresholdSource};
 
 /// Environment variable prefix for every setting.
@@ -34,6 +36,9 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub kafka: KafkaSettings,
     pub avro: AvroSettings,
+    pub sink: SinkSettings,
+    pub clickhouse: ClickHouseSettings,
+    pub s3: S3Settings,
     /// Where `/metrics`, `/healthz` and `/readyz` listen during `mapper run`.
     pub metrics_addr: String,
 }
@@ -49,6 +54,9 @@ impl Default for Settings {
             ingest: IngestSettings::default(),
             kafka: KafkaSettings::default(),
             avro: AvroSettings::default(),
+            sink: SinkSettings::default(),
+            clickhouse: ClickHouseSettings::default(),
+            s3: S3Settings::default(),
             metrics_addr: "127.0.0.1:9464".into(),
         }
     }

@@ -1,0 +1,91 @@
+//! The consuming half every sink shares: batches from a consumer group, committed only when
+//! the sink says the batch is durable.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::config::Settings;
+
+pub struct SinkSource {
+    consumer: StreamConsumer,
+    batch_size: usize,
+    batch_timeout: Duration,
+}
+
+impl SinkSource {
+    pub fn new(settings: &Settings, group: &str, topics: &[&str]) -> anyhow::Result<SinkSource> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &settings.kafka.brokers)
+            .set("client.id", "llama-mapper-sink")
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            // Only what the mapper committed: aborted transactions never reach a projection.
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", settings.kafka.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (settings.kafka.session_timeout_ms / 3).max(100).to_string());
+        for (k, v) in &settings.kafka.client {
+            c.set(k, v);
+        }
+        let consumer: StreamConsumer = c.create().context("creating the sink's Kafka consumer")?;
+        consumer.subscribe(topics).context("subscribing to the output topics")?;
+        Ok(SinkSource {
+            consumer,
+            batch_size: settings.sink.batch_size.max(1),
+            batch_timeout: Duration::from_millis(settings.sink.batch_timeout_ms.max(1)),
+        })
+    }
+
+    /// Waits for at least one record, then collects up to `batch_size` within `batch_timeout`.
+    /// Returns an empty batch when shutdown is requested while waiting.
+    pub async fn next_batch(&self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Vec<OwnedMessage>> {
+        let mut batch = Vec::new();
+        let first = tokio::select! {
+            m = self.consumer.recv() => m,
+            _ = shutdown.wait_for(|s| *s) => return Ok(batch),
+        };
+        batch.push(first.context("reading from Kafka")?.detach());
+        let deadline = Instant::now() + self.batch_timeout;
+        while batch.len() < self.batch_size {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka read error; writing what arrived so far");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Commits one past the last record of each partition in `batch`. A commit refused because
+    /// the partitions moved to another instance is not an error: that instance re-reads the
+    /// batch and the sink's idempotent writes absorb it.
+    pub fn commit(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for m in batch {
+            let e = next.entry((m.topic().to_string(), m.partition())).or_insert(m.offset() + 1);
+            *e = (*e).max(m.offset() + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        }
+        if let Err(e) = tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync)) {
+            tracing::warn!(error = %e, "offset commit refused (rebalance?); the batch will be re-read and deduplicated");
+        }
+        Ok(())
+    }
+}
