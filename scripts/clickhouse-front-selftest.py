@@ -8,7 +8,8 @@ HTTP, with the wire formats the Rust `clickhouse` crate (0.13/0.14) uses:
   - INSERT ... FORMAT RowBinary (and RowBinaryWithNamesAndTypes) in the `query` param,
     decompress=1, body = LZ4 native compressed blocks, Transfer-Encoding: chunked;
   - fetch as RowBinaryWithNamesAndTypes with compress=1 (LZ4 blocks, checksums checked);
-  - error responses (status, X-ClickHouse-Exception-Code, "Code: N. DB::Exception:" body);
+  - error responses (status, X-ClickHouse-Exception-Code, "Code: N. DB::Exception:" body),
+    including an INSERT the engine rejects (CHECK constraint, Code 469: no row stored);
   - authentication, and what the engine does and does not do with users/row policies;
   - persistence across a restart on the same data dir.
 Exits non-zero on the first failure. Run with .stack/venv/bin/python.
@@ -289,6 +290,15 @@ DDL = [
     "ALTER TABLE app.events ADD COLUMN IF NOT EXISTS note Nullable(String) AFTER metrics",
 ]
 
+GUARDED_DDL = [
+    """CREATE TABLE IF NOT EXISTS app.guarded (id UInt64, ts DateTime64(3, 'UTC'),
+       CONSTRAINT ts_sane CHECK ts >= toDateTime64('2000-01-01 00:00:00', 3, 'UTC'))
+       ENGINE = MergeTree ORDER BY id""",
+    "CREATE TABLE IF NOT EXISTS app.guarded_ids (id UInt64) ENGINE = MergeTree ORDER BY id",
+    """CREATE MATERIALIZED VIEW IF NOT EXISTS app.guarded_mv TO app.guarded_ids AS
+       SELECT id FROM app.guarded""",
+]
+
 
 def rows_for(ids, tenant):
     out = []
@@ -404,6 +414,43 @@ def main():
                                               "decompress": "1"}, body=lz4_blocks(b"\x01\x02"), headers=auth)
         check(st != 200 and hd.get("x-clickhouse-exception-code") == "33", "truncated RowBinary insert -> code 33",
               body[:200])
+        check(body.startswith(b"Code: 33. DB::Exception: Cannot read all data") and b"in file/uri" not in body
+              and b"parsed from file" not in body, "insert format error reads like the server's", body[:300])
+
+        # Engine-rejected rows: chdb's streaming inserter reported success and stored nothing;
+        # the front must answer like the server (500, Code 469) and store none of the request.
+        for stmt in GUARDED_DDL:
+            st, hd, body = front.query(stmt, base, auth)
+            check(st == 200, "DDL: " + " ".join(stmt.split())[:60], body[:300])
+
+        def insert_guarded(rows, settings=""):
+            payload = b"".join(struct.pack("<Qq", i, ts) for i, ts in rows)
+            params = {"database": "app", "decompress": "1",
+                      "query": "INSERT INTO guarded(`id`,`ts`)%s FORMAT RowBinary" % settings}
+            blocks = lz4_blocks(payload)
+            return front.request("POST", params, headers=auth, chunked_parts=[blocks[:20], blocks[20:]])
+
+        def guarded_counts():
+            st, hd, body = front.query("SELECT (SELECT count() FROM app.guarded), "
+                                       "(SELECT groupArray(id) FROM (SELECT id FROM app.guarded_ids ORDER BY id))",
+                                       None, auth)
+            return body
+
+        now_ms = int(time.time() * 1000)
+        st, hd, body = insert_guarded([(1, now_ms), (2, 915148800000), (3, now_ms)])
+        check(st == 500 and hd.get("x-clickhouse-exception-code") == "469"
+              and body.startswith(b"Code: 469. DB::Exception: Constraint `ts_sane`")
+              and b"VIOLATED_CONSTRAINT" in body,
+              "INSERT RowBinary with a constraint-violating row -> 500, Code: 469", body[:300])
+        counts = guarded_counts()
+        check(counts == b"0\t[]\n", "rejected insert stored no row (table and MV target empty)", counts)
+        st, hd, body = insert_guarded([(1, now_ms), (2, now_ms + 1)])
+        check(st == 200 and body == b"", "valid INSERT RowBinary into a table with a CHECK constraint", body[:300])
+        st, hd, body = insert_guarded([(3, now_ms + 2)], " SETTINGS max_threads = 1")
+        check(st == 200 and body == b"", "INSERT ... SETTINGS k = v FORMAT RowBinary", body[:300])
+        counts = guarded_counts()
+        check(counts == b"3\t[1,2,3]\n", "valid inserts stored, materialized view TO table got the rows", counts)
+
         bad = bytearray(lz4_blocks(b"\x01" * 8))
         bad[0] ^= 1
         st, hd, body = front.request("POST", {"database": "app", "query": "INSERT INTO events(`id`) FORMAT RowBinary",

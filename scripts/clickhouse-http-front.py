@@ -20,6 +20,13 @@ front of one chdb session, so the crate talks to the real engine over HTTP:
     enable_http_compression=1, Accept-Encoding gzip/deflate on responses.
   * Transfer-Encoding: chunked request bodies (the crate streams INSERTs), HTTP/1.1
     keep-alive, Expect: 100-continue.
+  * INSERT ... FORMAT F: the decoded body is written to a temporary file and run as
+    `INSERT ... FROM INFILE '<tmp>' COMPRESSION 'none' FORMAT F` through session.query.
+    Not chdb's streaming inserter (send_insert/append/finish): in chdb 26.9 it reports
+    success (rows_written) for blocks the engine rejects, e.g. a violated CHECK
+    constraint, and stores nothing. FROM INFILE raises the engine's error (returned like
+    the server's, e.g. 500 "Code: 469 ... (VIOLATED_CONSTRAINT)"), stores all rows of
+    the request or none, and fires materialized views like any INSERT.
   * Errors: the status ClickHouse maps the exception code to (404 unknown table,
     400 syntax, 403 auth, else 500), body "Code: N. DB::Exception: ...", header
     X-ClickHouse-Exception-Code.
@@ -50,9 +57,11 @@ import gzip
 import hashlib
 import os
 import re
+import shutil
 import signal
 import struct
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -363,12 +372,14 @@ class Engine:
         conn = "file:%s?config-file=%s" % (data_dir, os.path.join(conf_dir, "config.xml"))
         self.session = chdb_session.Session(conn)
         self.lock = threading.Lock()
+        self.tmp_dir = tempfile.mkdtemp(prefix="chdb-front-insert-")  # INSERT bodies, see _insert
         self.timezone = self.session.query("SELECT timezone()", "TSVRaw").bytes().decode().strip()
         self.version = self.session.query("SELECT version()", "TSVRaw").bytes().decode().strip()
 
     def close(self):
         with self.lock:
             self.session.close()
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def _q(self, sql, fmt="TSV", params=None):
         try:
@@ -411,26 +422,59 @@ class Engine:
                         pass
 
     def _insert(self, query, in_fmt, data):
+        """INSERT the request's (already decoded) rows: `<query> FROM INFILE <tmp> FORMAT <fmt>`.
+
+        Not chdb's streaming inserter (session.send_insert/append/finish): in chdb 26.9 its
+        finish() reports success with rows_written even when the engine rejects the block
+        (e.g. a CHECK constraint, Code 469) and stores nothing. FROM INFILE is an ordinary
+        session.query, so the engine parses the column list and the format itself (header
+        checks of RowBinaryWithNamesAndTypes included), fires materialized views, commits all
+        rows or none, and raises its own "Code: N. DB::Exception" on failure.
+        """
+        fd, path = tempfile.mkstemp(prefix="insert-", suffix=".bin", dir=self.tmp_dir)
         try:
-            ins = self.session.send_insert(query, in_fmt)
-        except Exception as exc:  # noqa: BLE001
-            raise engine_error(exc)
-        try:
-            if data:
-                ins.append(data)
-            res = ins.finish()
-        except Exception as exc:  # noqa: BLE001
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            # FROM INFILE goes before an inline SETTINGS clause (INSERT ... SETTINGS k=v FORMAT f):
+            # find the keyword outside quotes and parentheses (blanked, keeping offsets).
+            blank = lambda m: " " * len(m.group())  # noqa: E731
+            masked = re.sub(r"`[^`]*`|'(?:[^'\\]|\\.)*'", blank, query)
+            while True:
+                unnested = re.sub(r"\([^()]*\)", blank, masked)
+                if unnested == masked:
+                    break
+                masked = unnested
+            m = re.search(r"\bSETTINGS\b", masked, re.IGNORECASE)
+            cut = m.start() if m else len(query)
+            sql = "%s FROM INFILE %s COMPRESSION 'none' %s FORMAT %s" % (
+                query[:cut].rstrip(), sql_string(path), query[cut:].strip(), in_fmt)
             try:
-                ins.cancel()
-            except Exception:  # noqa: BLE001
-                pass
-            raise engine_error(exc)
+                res = self.session.query(sql, "TSV")
+            except Exception as exc:  # noqa: BLE001
+                raise engine_error(unwrap_infile_error(str(exc), path))
+        finally:
+            os.unlink(path)
         return b"", {
             "read_rows": 0, "read_bytes": 0,
-            "written_rows": res.rows_written, "written_bytes": res.bytes_written,
-            "result_rows": res.rows_written, "result_bytes": res.bytes_written,
-            "elapsed_ns": int(res.elapsed * 1e9),
+            "written_rows": res.rows_written(), "written_bytes": res.bytes_written(),
+            "result_rows": res.rows_written(), "result_bytes": res.bytes_written(),
+            "elapsed_ns": int(res.elapsed() * 1e9),
         }
+
+
+def unwrap_infile_error(text, path):
+    """Strip what FROM INFILE adds to a format error, so it reads like the server's.
+
+    "Code: 33. DB::Exception: Code: 33. DB::Exception: <msg>: (in file/uri PATH): While
+    executing X: While executing File: data for INSERT was parsed from file. (NAME)
+    (version V). (NAME)" -> "Code: 33. DB::Exception: <msg>: While executing X. (NAME) (version V)"
+    """
+    m = re.search(r"Code: (\d+)\. DB::Exception: (Code: \1\. DB::Exception: .*)\. \([A-Z_]+\)\s*$",
+                  text, re.DOTALL)
+    if m:
+        text = m.group(2)
+    return (text.replace(": (in file/uri %s)" % path, "")
+            .replace(": While executing File: data for INSERT was parsed from file", ""))
 
 
 # ---------------------------------------------------------------- HTTP

@@ -51,7 +51,7 @@ impl ChainHead {
 /// error: a writer must never extend a chain it cannot vouch for.
 pub async fn load_head(store: &TrailStore, tenant: &str, key: &VerifyingKey) -> anyhow::Result<ChainHead> {
     let keys = store.list(&store.segments_prefix(tenant)).await?;
-    let Some(last) = keys.iter().filter(|k| TrailStore::seq_of_key(k).is_some()).next_back() else {
+    let Some(last) = keys.iter().rfind(|k| TrailStore::seq_of_key(k).is_some()) else {
         return Ok(ChainHead::genesis());
     };
     let raw = segment::decode(&store.get(last).await?).map_err(|e| anyhow::anyhow!("chain head {last}: {e}"))?;

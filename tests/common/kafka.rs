@@ -165,11 +165,16 @@ pub fn produce_to(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
 
 /// Sum of `group`'s committed offsets over the input topic's partitions (0 when none).
 pub fn committed_inputs(brokers: &str, group: &str) -> i64 {
+    committed_offsets(brokers, group, INPUT, 6)
+}
+
+/// Sum of `group`'s committed offsets over `topic`'s partitions (0 when none).
+pub fn committed_offsets(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
     let consumer: BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    for p in 0..6 {
-        tpl.add_partition(INPUT, p);
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
     }
     consumer
         .committed_offsets(tpl, Duration::from_secs(5))

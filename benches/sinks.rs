@@ -1,0 +1,117 @@
+//! The sinks' throughput on this machine: rows/s into ClickHouse and events/s sealed into S3
+//! trail segments, first through the library (the store alone), then through the sink
+//! processes (`mapper sink clickhouse|s3`: Kafka in, store out, offsets committed).
+//!
+//! Run: `cargo bench --bench sinks` (after `scripts/install-stack.sh`); `-- --events N`.
+//! The stores are the test stack's: chdb behind the HTTP test front, SeaweedFS on loopback.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/sinks/support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use llama_mapper::contracts::AuditEvent;
+use llama_mapper::sinks::clickhouse::rows::AuditRow;
+use llama_mapper::sinks::s3_worm::TrailWriter;
+use llama_mapper::trail::TrailStore;
+
+use common::kafka::AUDIT;
+use common::stores::{S3_KEY, S3_SECRET};
+use support::{mapped_events, Stack};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50_000);
+    let tenants: Vec<String> = (0..24).map(|i| format!("tenant-{i}")).collect();
+    let tenant_refs: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    let stack = Stack::start();
+    let (_, audit_json) = mapped_events("bench", n, &tenant_refs);
+    let audit: Vec<AuditEvent> = audit_json.iter().map(|v| serde_json::from_value(v.clone()).unwrap()).collect();
+    let bytes: usize = audit_json.iter().map(|v| v.to_string().len()).sum();
+    println!("{n} audit events ({:.1} MB as JSON), 24 tenants, stores on loopback", bytes as f64 / 1e6);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+
+    // ClickHouse through the library: batches of 5000 rows, LZ4 RowBinary.
+    let settings = llama_mapper::config::ClickHouseSettings { url: stack.ch.url(), ..Default::default() };
+    let client = llama_mapper::sinks::clickhouse::client(&settings);
+    let rows: Vec<AuditRow> = audit.iter().map(|e| AuditRow::from_event(e).unwrap()).collect();
+    let t = Instant::now();
+    rt.block_on(async {
+        for chunk in rows.chunks(5000) {
+            let mut ins = client.insert::<AuditRow>("audit_events").await.unwrap();
+            for r in chunk {
+                ins.write(r).await.unwrap();
+            }
+            ins.end().await.unwrap();
+        }
+    });
+    let ch_lib = n as f64 / t.elapsed().as_secs_f64();
+    println!("ClickHouse insert (library, 5000-row batches):       {ch_lib:>9.0} rows/s");
+    stack.ch.query("TRUNCATE TABLE audit_events");
+
+    // The trail through the library: per batch of 5000 events, one segment per tenant.
+    let s3 = llama_mapper::config::S3Settings {
+        endpoint: Some(stack.s3.endpoint()),
+        bucket: stack.bucket.clone(),
+        prefix: "libbench".into(),
+        access_key_id: Some(S3_KEY.into()),
+        secret_access_key: Some(S3_SECRET.into()),
+        retention_mode: llama_mapper::config::RetentionMode::Governance,
+        retention_days: 1,
+        ..Default::default()
+    };
+    let key = llama_mapper::trail::read_signing_key(&stack.key_file()).unwrap();
+    let mut writer = TrailWriter::new(TrailStore::new(&s3).unwrap(), key);
+    let t = Instant::now();
+    let mut segments = 0;
+    rt.block_on(async {
+        for (b, chunk) in audit.chunks(5000).enumerate() {
+            let mut by_tenant: BTreeMap<&str, Vec<(String, i64, AuditEvent)>> = BTreeMap::new();
+            for (i, e) in chunk.iter().enumerate() {
+                by_tenant.entry(e.tenant_id.as_str()).or_default().push((
+                    "bench/0".into(),
+                    (b * 5000 + i) as i64,
+                    e.clone(),
+                ));
+            }
+            for (tenant, events) in &by_tenant {
+                writer.append(tenant, events).await.unwrap();
+                segments += 1;
+            }
+        }
+    });
+    let s3_lib = n as f64 / t.elapsed().as_secs_f64();
+    println!("S3 trail (library, {segments} signed segments, Object Lock): {s3_lib:>9.0} events/s");
+
+    // Through the sink processes: Kafka → store, offsets committed after each batch.
+    let recs: Vec<(String, Vec<u8>)> =
+        audit_json.iter().map(|v| (v["tenant_id"].as_str().unwrap().to_string(), v.to_string().into_bytes())).collect();
+    stack.broker.produce(AUDIT, &recs);
+    let big_batches = [("LLAMA_MAPPER_SINK__BATCH_SIZE", "5000"), ("RUST_LOG", "warn")];
+    let t = Instant::now();
+    let ch = support::SinkProcess::start(&stack, "clickhouse", &big_batches);
+    stack.wait_ch("audit_events", n, Duration::from_secs(900), &[&ch]);
+    let ch_sink = n as f64 / t.elapsed().as_secs_f64();
+    drop(ch);
+    println!("mapper sink clickhouse (Kafka → ClickHouse):          {ch_sink:>9.0} events/s (incl. group join)");
+    let t = Instant::now();
+    let s3_proc = support::SinkProcess::start(&stack, "s3", &big_batches);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while common::kafka::committed_offsets(&stack.broker.brokers(), "llama-mapper-sink-s3", AUDIT, 6) < n as i64 {
+        assert!(Instant::now() < deadline, "S3 sink did not finish:\n{}", s3_proc.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s3_sink = n as f64 / t.elapsed().as_secs_f64();
+    drop(s3_proc);
+    println!("mapper sink s3 (Kafka → signed WORM segments):        {s3_sink:>9.0} events/s (incl. group join)");
+    let report = stack.wait_trail(n, Duration::from_secs(60));
+    assert!(report.contains("0 problems"), "{report}");
+}
