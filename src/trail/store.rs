@@ -331,3 +331,28 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_cannot_escape_their_folder_and_round_trip() {
+        for t in ["acme", "acme-eu.1", "../other", "a/b", "~x", ".hidden", "Ünïcode", ""] {
+            let d = tenant_dir(t);
+            assert!(!d.contains('/') && d != ".." && !d.is_empty() || t.is_empty(), "{t:?} → {d:?}");
+            assert_eq!(tenant_from_dir(&d), t, "{t:?} → {d:?}");
+        }
+        assert_eq!(tenant_dir("acme"), "acme");
+        assert!(tenant_dir("../other").starts_with('~'));
+    }
+
+    #[test]
+    fn segment_keys_sort_by_sequence() {
+        let a = "trail/tenants/acme/segments/0000000000000009.ndjson.gz";
+        let b = "trail/tenants/acme/segments/0000000000000010.ndjson.gz";
+        assert!(a < b);
+        assert_eq!(TrailStore::seq_of_key(b), Some(10));
+        assert_eq!(TrailStore::seq_of_key("trail/tenants/acme/segments/notes.txt"), None);
+    }
+}

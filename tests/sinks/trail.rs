@@ -171,7 +171,40 @@ fn compliance_mode_objects_cannot_be_deleted_or_shortened() {
             .send()
             .await;
         assert!(del.is_err(), "a COMPLIANCE object version cannot be deleted, even with bypass");
+        let sooner = aws_sdk_s3::primitives::DateTime::from(std::time::SystemTime::now() + Duration::from_secs(60));
+        let shorten = c
+            .put_object_retention()
+            .bucket(&stack.bucket)
+            .key(&key)
+            .retention(
+                aws_sdk_s3::types::ObjectLockRetention::builder()
+                    .mode(aws_sdk_s3::types::ObjectLockRetentionMode::Compliance)
+                    .retain_until_date(sooner)
+                    .build(),
+            )
+            .bypass_governance_retention(true)
+            .send()
+            .await;
+        assert!(shorten.is_err(), "a COMPLIANCE retention cannot be shortened");
     });
+    // The write-once PUT the sink relies on: a second writer of the same key loses, and the
+    // object keeps the first writer's bytes.
+    let settings = llama_mapper::config::S3Settings {
+        endpoint: Some(stack.s3.endpoint()),
+        bucket: stack.bucket.clone(),
+        access_key_id: Some(crate::common::stores::S3_KEY.into()),
+        secret_access_key: Some(crate::common::stores::S3_SECRET.into()),
+        retention_mode: llama_mapper::config::RetentionMode::Governance,
+        retention_days: 1,
+        ..Default::default()
+    };
+    let store = llama_mapper::trail::TrailStore::new(&settings).unwrap();
+    let original = stack.get(&key);
+    let outcome = rt().block_on(store.put_once(&key, b"a second writer".to_vec())).unwrap();
+    assert_eq!(outcome, llama_mapper::trail::PutOutcome::AlreadyExists);
+    assert_eq!(stack.get(&key), original);
+    let fresh = "probe/write-once".to_string();
+    assert_eq!(rt().block_on(store.put_once(&fresh, b"x".to_vec())).unwrap(), llama_mapper::trail::PutOutcome::Written);
     let (ok, report) = stack.verify(&["--no-clickhouse"]);
     // The stack's verifier expects GOVERNANCE (its settings); the object says COMPLIANCE.
     assert!(!ok && report.contains("retention mode COMPLIANCE, expected GOVERNANCE"), "{report}");

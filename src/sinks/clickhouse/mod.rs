@@ -165,13 +165,12 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
             dlq.send_all(&dead).await?;
         }
         source.commit(&batch)?;
-        rows_total +=
-            (rows.audit.len() + rows.canonical.len() - dead.len().min(rows.audit.len() + rows.canonical.len())) as u64;
+        rows_total += (rows.audit.len() + rows.canonical.len()) as u64;
         refused_total += dead.len() as u64;
         tracing::debug!(batch = batch.len(), rows_total, refused_total, "batch written to ClickHouse");
     }
     dlq.flush();
-    tracing::info!(rows_total, refused_total, "ClickHouse sink stopped");
+    tracing::info!(rows_total, refused_total, "ClickHouse sink stopped (rows_total includes refused rows)");
     Ok(())
 }
 
