@@ -59,7 +59,7 @@ fn topics_apply_then_check() {
     assert!(applied.contains("created"), "{applied}");
     let (code, after) = run(&["topics", "check", "--replication-factor", "1"]);
     assert_eq!(code, Some(0), "{after}");
-    assert!(after.contains("4 topics match"), "{after}");
+    assert!(after.contains("5 topics match"), "{after}");
     // Configs are compared too: a retention the cluster does not have is reported.
     let cfgdir = tempfile::tempdir().unwrap();
     std::fs::write(
