@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod contracts;
+pub mod dataset;
 pub mod ingest;
 pub mod labels;
 pub mod mapping;

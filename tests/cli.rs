@@ -218,3 +218,40 @@ fn show_config_prints_the_merged_settings() {
     assert!(s.contains("detoxify: 0.8"), "{s}");
     assert!(s.lines().any(|l| l.starts_with("detoxify ") && l.contains("0.8")), "{s}");
 }
+
+#[test]
+fn dataset_build_is_reproducible_and_holds_out_whole_labels() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for d in [&a, &b] {
+        let out = mapper(&["dataset", "build", "--out", d.path().to_str().unwrap()], "", &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let read = |d: &tempfile::TempDir, f: &str| std::fs::read_to_string(d.path().join(f)).unwrap();
+    assert_eq!(read(&a, "train.jsonl"), read(&b, "train.jsonl"), "same catalog and seed, same dataset");
+    let train = lines(read(&a, "train.jsonl").as_bytes());
+    let validation = lines(read(&a, "validation.jsonl").as_bytes());
+    assert!(train.len() > 1000 && validation.len() > 100, "{} / {}", train.len(), validation.len());
+    let pair = |e: &Value| -> (String, String) {
+        let i = e["instruction"].as_str().unwrap();
+        let (det, raw) = i.split_once("Detector: ").unwrap().1.split_once(", Output: ").unwrap();
+        (det.to_string(), raw.to_string())
+    };
+    // No raw label is on both sides, not even in another spelling: normalised, every
+    // validation label is unseen in training for its detector.
+    let norm = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>();
+    let seen: std::collections::HashSet<(String, String)> =
+        train.iter().map(pair).map(|(d, r)| (d, norm(&r))).collect();
+    let leaked: Vec<_> = validation.iter().map(pair).filter(|(d, r)| seen.contains(&(d.clone(), norm(r)))).collect();
+    assert!(leaked.is_empty(), "held-out labels leak into training: {:?}", &leaked[..leaked.len().min(5)]);
+    // Every response is the bounded JSON the model is constrained to, naming a real label.
+    let taxonomy = common::catalog();
+    for e in train.iter().chain(&validation) {
+        let r: Value = serde_json::from_str(e["response"].as_str().unwrap()).unwrap();
+        assert_eq!(r.as_object().unwrap().len(), 1);
+        assert!(taxonomy.taxonomy.contains(r["label"].as_str().unwrap()), "{r}");
+    }
+    let cov: Value = serde_json::from_str(&read(&a, "coverage.json")).unwrap();
+    assert_eq!(cov["labels_without_training_examples"], json!([]), "{cov}");
+    assert!(cov["validation_model_only"].as_u64().unwrap() > 0, "the split holds labels the rules cannot place");
+}

@@ -1,6 +1,7 @@
 //! The `mapper` command line.
 
 mod config_cmd;
+mod dataset;
 mod detectors;
 mod map;
 mod run;
@@ -77,6 +78,11 @@ pub enum Command {
     },
     /// Rebuild the ClickHouse audit projection from the S3 trail alone.
     Replay(sinks::ReplayArgs),
+    /// Fine-tuning data for the model path.
+    Dataset {
+        #[command(subcommand)]
+        command: dataset::DatasetCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -111,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Clickhouse { command } => sinks::clickhouse(&loaded.settings, command),
         Command::Audit { command } => sinks::audit(&loaded.settings, command),
         Command::Replay(args) => sinks::replay(&loaded.settings, args),
+        Command::Dataset { command } => dataset::run(&loaded.settings, command),
     }
 }
 

@@ -97,7 +97,8 @@ fn a_tenant_user_reads_none_of_another_tenants_rows() {
     stack.publish_events("iso", 90, &["acme", "globex", "initech"]);
     let _sink = crate::support::SinkProcess::start(&stack, "clickhouse", &with_url);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let both = "SELECT (SELECT uniqExact(event_id) FROM audit_events), (SELECT uniqExact(event_id) FROM canonical_events)";
+    let both =
+        "SELECT (SELECT uniqExact(event_id) FROM audit_events), (SELECT uniqExact(event_id) FROM canonical_events)";
     while ch.query(both).trim() != "90\t90" {
         assert!(std::time::Instant::now() < deadline, "rows did not arrive");
         std::thread::sleep(Duration::from_millis(250));
