@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use backon::Retryable;
+use backon::{BackoffBuilder, Retryable};
 use ed25519_dalek::SigningKey;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -149,23 +149,26 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
             }
         }
         for (tenant, p) in &by_tenant {
+            let mut delays = backoff().build();
             let appended = loop {
-                let attempt = writer.append(tenant, &p.events);
+                let stopped = || {
+                    dlq.flush();
+                    tracing::info!(written_total, "S3 trail sink stopped mid-batch; the batch will be re-read");
+                };
                 let r = tokio::select! {
-                    r = attempt => r,
-                    _ = shutdown.wait_for(|s| *s) => {
-                        dlq.flush();
-                        tracing::info!(written_total, "S3 trail sink stopped mid-batch; the batch will be re-read");
-                        return Ok(());
-                    }
+                    r = writer.append(tenant, &p.events) => r,
+                    _ = shutdown.wait_for(|s| *s) => { stopped(); return Ok(()); }
                 };
                 match r {
                     Ok(n) => break n,
                     Err(e) => {
                         writer.forget_heads();
-                        let wait = std::time::Duration::from_secs(2);
+                        let wait = delays.next().unwrap_or(std::time::Duration::from_secs(10));
                         tracing::warn!(tenant, error = %format!("{e:#}"), retry_in = ?wait, "writing a trail segment failed; retrying");
-                        tokio::time::sleep(wait).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.wait_for(|s| *s) => { stopped(); return Ok(()); }
+                        }
                     }
                 }
             };
