@@ -11,7 +11,7 @@ expected to be accurate; it exists to prove the plumbing works.
 What it writes (everything both HF transformers and mistral.rs 0.8.1 read):
   config.json              LlamaForCausalLM, hidden 64, 2 layers, 4 heads / 2 kv heads
   model.safetensors        float32, HF Llama tensor names
-  tokenizer.json           byte-level BPE (~512 tokens) trained on the taxonomy and dataset
+  tokenizer.json           byte-level BPE (512 tokens) trained on taxonomy + dataset
   tokenizer_config.json    PreTrainedTokenizerFast, special tokens, ChatML chat_template
   special_tokens_map.json
   generation_config.json   bos/eos/pad ids

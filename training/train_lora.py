@@ -401,13 +401,15 @@ def parse_answer(text):
 def eval_generation(model, tok, encoder, rows, args, device, pad_id, stop_ids,
                     known_labels):
     """Greedy generation, left-padded batches; exact match on the label."""
-    from transformers import GenerationConfig
-
     model.eval()
-    gen_cfg = GenerationConfig(
+    # Passed as keyword overrides, not as a GenerationConfig object: transformers
+    # 4.57 fills every field of a passed config that equals the library default
+    # (do_sample=False included) from the model's generation_config.json, and
+    # Llama-3-Instruct's says do_sample=True, temperature=0.6.
+    gen_kwargs = dict(
         max_new_tokens=args.max_new_tokens, do_sample=False, num_beams=1,
-        eos_token_id=stop_ids, pad_token_id=pad_id,
-        bos_token_id=tok.bos_token_id)
+        temperature=None, top_p=None, top_k=None,
+        eos_token_id=stop_ids, pad_token_id=pad_id)
     correct = valid = known = 0
     samples = []
     for start in range(0, len(rows), args.eval_batch_size):
@@ -421,7 +423,7 @@ def eval_generation(model, tok, encoder, rows, args, device, pad_id, stop_ids,
             mask[i, width - len(p):] = 1
         out = model.generate(input_ids=ids.to(device),
                              attention_mask=mask.to(device),
-                             generation_config=gen_cfg)
+                             **gen_kwargs)
         for row, seq in zip(chunk, out[:, width:].tolist()):
             text = tok.decode(seq, skip_special_tokens=True)
             pred = parse_answer(text)
@@ -587,6 +589,14 @@ def main(argv=None):
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         args.dtype, torch.bfloat16 if args.device == "cuda" else torch.float32)
+
+    if args.hub_cache is not None and not args.overwrite_revision:
+        snap = (args.hub_cache / ("models--" + args.adapter_id.replace("/", "--"))
+                / "snapshots" / args.revision)
+        if snap.exists():
+            print(f"warning: {snap} exists; it is kept only if this run "
+                  "produces identical files (else pass --overwrite-revision "
+                  "or bump --revision)", file=sys.stderr, flush=True)
 
     train_rows = read_jsonl(args.data / "train.jsonl")
     val_rows = read_jsonl(args.data / "validation.jsonl")
