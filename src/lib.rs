@@ -16,6 +16,7 @@ pub mod dataset;
 pub mod ingest;
 pub mod labels;
 pub mod mapping;
+pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod publish;

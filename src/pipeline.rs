@@ -33,7 +33,9 @@ impl Pipeline {
         let catalog = Catalog::load(&settings.catalog_dir)
             .with_context(|| format!("loading the catalog from {}", settings.catalog_dir.display()))?;
         let contracts = Contracts::load().context("compiling the schemas")?;
-        Ok(Pipeline { mapper: Mapper::new(Arc::new(catalog), settings.threshold_policy()), contracts })
+        let mapper = Mapper::new(Arc::new(catalog), settings.threshold_policy())
+            .with_model_policy(crate::mapping::ModelPolicy::from_settings(&settings.model));
+        Ok(Pipeline { mapper, contracts })
     }
 
     pub fn catalog(&self) -> &Catalog {

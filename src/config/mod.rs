@@ -5,6 +5,7 @@
 //! loader. Settings are how one deployment runs: where the catalog lives, logging, and the
 //! threshold overrides operators tune per tenant and environment without editing packs.
 
+pub mod model;
 pub mod sinks;
 pub mod thresholds;
 
@@ -15,6 +16,7 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use model::ModelSettings;
 pub use sinks::{ClickHouseSettings, RetentionMode, S3Settings, SinkSettings};
 pub use thresholds::{ThresholdPolicy, ThresholdSource};
 
@@ -39,6 +41,7 @@ pub struct Settings {
     pub sink: SinkSettings,
     pub clickhouse: ClickHouseSettings,
     pub s3: S3Settings,
+    pub model: ModelSettings,
     /// Where `/metrics`, `/healthz` and `/readyz` listen during `mapper run`.
     pub metrics_addr: String,
 }
@@ -57,6 +60,7 @@ impl Default for Settings {
             sink: SinkSettings::default(),
             clickhouse: ClickHouseSettings::default(),
             s3: S3Settings::default(),
+            model: ModelSettings::default(),
             metrics_addr: "127.0.0.1:9464".into(),
         }
     }

@@ -117,13 +117,12 @@ impl PreparedBatch<'_> {
     /// missing, unusable or low-confidence answer falls back to `OTHER.Unknown`.
     pub fn finish(self, answers: &[Option<ModelDecision>]) -> Vec<CanonicalEvent> {
         let taxonomy = &self.mapper.catalog.taxonomy;
-        let min_conf = self.mapper.model_policy.min_confidence;
         let decided: Vec<Option<&ModelDecision>> = (0..self.queries.len())
             .map(|i| {
                 answers
                     .get(i)
                     .and_then(Option::as_ref)
-                    .filter(|d| taxonomy.contains(&d.label) && d.confidence.is_finite() && d.confidence >= min_conf)
+                    .filter(|d| taxonomy.contains(&d.label) && d.confidence.is_finite())
             })
             .collect();
         self.events
@@ -154,7 +153,9 @@ fn build_event(
         let (labels, route, confidence) = match placement {
             Placement::Labels(l, r) => (l.into_iter().map(Some).collect(), r, 1.0),
             Placement::Clean => (vec![None], Route::Pack, 1.0),
-            Placement::Pending(i) => match decided[i] {
+            Placement::Pending(i) => match decided[i]
+                .filter(|d| d.confidence >= mapper.model_policy.min_for(&event.tenant_id, &event.detector))
+            {
                 Some(d) => {
                     model_used = Some(d.model.clone());
                     (vec![Some(d.label.clone())], Route::Model, d.confidence.clamp(0.0, 1.0))

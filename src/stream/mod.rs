@@ -40,6 +40,7 @@ use self::context::StreamContext;
 use crate::config::{Guarantee, Settings};
 use crate::ingest::dlq::{dead_letter, SourceCoords};
 use crate::ingest::{Decoder, RejectReason};
+use crate::model::ModelRuntime;
 use crate::ops::{self, Metrics};
 use crate::pipeline::Pipeline;
 use crate::publish::{OutputRecord, Publisher};
@@ -70,6 +71,13 @@ enum Failure {
 /// Runs until `shutdown` turns true; then finishes the open batch and leaves the group.
 pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let pipeline = Pipeline::load(&settings)?;
+    // Loading blocks for as long as the weights take to read; a failure leaves rules-only
+    // mapping (logged), never a processor that does not start.
+    let labels: Vec<String> = pipeline.catalog().taxonomy.labels().map(|l| l.name.clone()).collect();
+    let model_settings = settings.model.clone();
+    let model = tokio::task::spawn_blocking(move || ModelRuntime::load(&model_settings, labels))
+        .await
+        .context("loading the model")?;
     let metrics = Metrics::new();
     let addr: SocketAddr = settings.metrics_addr.parse().context("metrics_addr")?;
     let bound = ops::serve(addr, metrics.clone()).await.with_context(|| format!("binding {addr}"))?;
@@ -117,6 +125,7 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
 
     let mut processor = Processor {
         pipeline: &pipeline,
+        model: &model,
         decoder: Decoder::new(&pipeline.contracts, &settings),
         publisher: Publisher::new(&settings),
         settings: &settings,
@@ -134,6 +143,7 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
 
 struct Processor<'a> {
     pipeline: &'a Pipeline,
+    model: &'a ModelRuntime,
     decoder: Decoder<'a>,
     publisher: Publisher,
     settings: &'a Settings,
@@ -275,7 +285,16 @@ impl Processor<'_> {
                 }
             }
         }
-        for (result, &i) in self.pipeline.map_batch(&events).into_iter().zip(&event_slots) {
+        // The batch's unknown labels go to the model together (its own batching), bounded by
+        // model.timeout_ms; without a model this is the rules alone.
+        let mapped = if self.model.is_loaded() {
+            self.pipeline.map_batch_with(&events, |queries| {
+                tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(self.model.decide(queries)))
+            })
+        } else {
+            self.pipeline.map_batch(&events)
+        };
+        for (result, &i) in mapped.into_iter().zip(&event_slots) {
             let msg = &batch[i];
             let src = coords(msg);
             let encoded = result.map_err(|v| v.to_string()).and_then(|mapped| {

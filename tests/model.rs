@@ -1,0 +1,195 @@
+//! The model path with the real mistral.rs engine on a tiny random-weight Llama that the
+//! tests generate (training/make_tiny_llama.py) and a random PEFT adapter
+//! (training/make_random_adapter.py): loading offline, constrained answers, LoRA on/off,
+//! confidence threshold, cache, failure isolation and the kill-switch.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use llama_mapper::config::{ModelSettings, Settings};
+use llama_mapper::mapping::{LabelQuery, ModelDecision};
+use llama_mapper::model::ModelRuntime;
+use llama_mapper::pipeline::Pipeline;
+use serde_json::json;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    base: PathBuf,
+    adapter: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let python = common::root().join(".stack/venv/bin/python");
+        if !python.exists() {
+            assert!(std::process::Command::new(common::root().join("scripts/install-stack.sh"))
+                .status()
+                .unwrap()
+                .success());
+        }
+        let base = dir.path().join("tiny-llama");
+        let adapter = dir.path().join("lora");
+        for (script, args) in [
+            ("make_tiny_llama.py", vec!["--out".to_string(), base.display().to_string()]),
+            (
+                "make_random_adapter.py",
+                vec!["--base".into(), base.display().to_string(), "--out".into(), adapter.display().to_string()],
+            ),
+        ] {
+            let out = std::process::Command::new(&python)
+                .arg(common::root().join("training").join(script))
+                .args(&args)
+                .current_dir(common::root())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Fixture { _dir: dir, base, adapter }
+    })
+}
+
+fn labels() -> Vec<String> {
+    common::catalog().taxonomy.labels().map(|l| l.name.clone()).collect()
+}
+
+fn settings(adapter: bool) -> ModelSettings {
+    let f = fixture();
+    ModelSettings {
+        enabled: true,
+        path: Some(f.base.clone()),
+        adapter: adapter.then(|| f.adapter.clone()),
+        name: "tiny-llama".into(),
+        adapter_version: adapter.then(|| "mapper-lora@v0.0.1-test".into()),
+        timeout_ms: 120_000,
+        force_cpu: true,
+        ..ModelSettings::default()
+    }
+}
+
+fn queries() -> Vec<LabelQuery> {
+    ["ssn_number", "racial_slur", "system_prompt_extraction", "credit-card-num", "self harm talk", "weird_thing_42"]
+        .iter()
+        .map(|r| LabelQuery { detector: "in-house".into(), raw_label: r.to_string(), pack_version: "generic@0".into() })
+        .collect()
+}
+
+/// Same labels, and confidences within 10%: concurrent requests are batched by the engine as
+/// they arrive, and a different batch composition changes float rounding a little (never the
+/// argmax here), so exact equality would test timing, not the model.
+fn assert_same(a: &[Option<ModelDecision>], b: &[Option<ModelDecision>], what: &str) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (x.as_ref().unwrap(), y.as_ref().unwrap());
+        assert_eq!(x.label, y.label, "{what}: {a:?} vs {b:?}");
+        assert!(
+            (x.confidence - y.confidence).abs() <= 0.1 * x.confidence.max(y.confidence) + 1e-9,
+            "{what}: {a:?} vs {b:?}"
+        );
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn loads_offline_and_every_answer_names_a_real_label_with_a_probability() {
+    // An empty hub cache: nothing may be fetched (there is no network here either).
+    let empty = tempfile::tempdir().unwrap();
+    std::env::set_var("HF_HOME", empty.path());
+    let m = ModelRuntime::load(&settings(false), labels());
+    assert!(m.is_loaded());
+    let answers = rt().block_on(m.decide(&queries()));
+    let taxonomy = common::catalog();
+    for (q, a) in queries().iter().zip(&answers) {
+        let a = a.as_ref().unwrap_or_else(|| panic!("an answer for {}", q.raw_label));
+        assert!(taxonomy.taxonomy.contains(&a.label), "{} → {}", q.raw_label, a.label);
+        assert!((0.0..=1.0).contains(&a.confidence), "{}", a.confidence);
+        assert_eq!(a.model, "tiny-llama");
+    }
+    // The same model twice gives the same answers (greedy decoding).
+    let again = ModelRuntime::load(&settings(false), labels());
+    assert_same(&rt().block_on(again.decide(&queries())), &answers, "a second load");
+}
+
+#[test]
+fn the_adapter_changes_the_answers_and_does_not_leak_into_later_loads() {
+    let base = rt().block_on(ModelRuntime::load(&settings(false), labels()).decide(&queries()));
+    let tuned_rt = ModelRuntime::load(&settings(true), labels());
+    assert!(tuned_rt.is_loaded(), "adapter loads offline from its local directory");
+    let tuned = rt().block_on(tuned_rt.decide(&queries()));
+    assert!(tuned.iter().all(|a| a.as_ref().is_some_and(|a| a.model == "tiny-llama+mapper-lora@v0.0.1-test")));
+    let differ = base.iter().zip(&tuned).filter(|(b, t)| {
+        let (b, t) = (b.as_ref().unwrap(), t.as_ref().unwrap());
+        b.label != t.label || (b.confidence - t.confidence).abs() > 1e-6
+    });
+    assert!(differ.count() > 0, "LoRA on vs off: {base:?} vs {tuned:?}");
+    // A base model loaded after the adapter must be the plain base again.
+    let base_again = rt().block_on(ModelRuntime::load(&settings(false), labels()).decide(&queries()));
+    assert_same(&base_again, &base, "a base load after an adapter load (adapter merged again?)");
+}
+
+#[test]
+fn cache_hits_skip_the_model_and_failures_fall_back_to_the_rules() {
+    let m = ModelRuntime::load(&settings(false), labels());
+    let r = rt();
+    let first = r.block_on(m.decide(&queries()));
+    assert_eq!(m.stats.model_answers.load(Ordering::Relaxed), queries().len() as u64);
+    let second = r.block_on(m.decide(&queries()));
+    assert_eq!(second, first);
+    assert_eq!(m.stats.model_answers.load(Ordering::Relaxed), queries().len() as u64, "no second model call");
+    assert_eq!(m.stats.cache_hits.load(Ordering::Relaxed), queries().len() as u64);
+
+    // A model that cannot answer in time: nothing, counted, and the stream goes on.
+    let slow = ModelRuntime::load(&ModelSettings { timeout_ms: 1, ..settings(false) }, labels());
+    let none = r.block_on(slow.decide(&queries()));
+    assert!(none.iter().all(Option::is_none));
+    assert_eq!(slow.stats.timeouts.load(Ordering::Relaxed), 1);
+
+    // A model that does not load: rules only, never a panic.
+    let broken = ModelRuntime::load(
+        &ModelSettings { path: Some(PathBuf::from("/nonexistent/model")), ..settings(false) },
+        labels(),
+    );
+    assert!(!broken.is_loaded());
+    assert!(r.block_on(broken.decide(&queries())).iter().all(Option::is_none));
+
+    // The kill-switch: a valid model is not even loaded.
+    let off = ModelRuntime::load(&ModelSettings { enabled: false, ..settings(false) }, labels());
+    assert!(!off.is_loaded());
+}
+
+#[test]
+fn the_confidence_threshold_decides_between_the_model_and_the_fallback() {
+    let event: llama_mapper::contracts::DetectorEvent = serde_json::from_value(json!({
+        "event_id": "m-1", "tenant_id": "acme", "detector": "in-house-guard", "ts": "2026-01-01T00:00:00Z",
+        "output": {"label": "weird_thing_42", "score": 0.9}
+    }))
+    .unwrap();
+    for (min, tenant_override, want) in [(0.0, None, "model"), (1.01, None, "fallback"), (0.0, Some(1.01), "fallback")]
+    {
+        let mut model = settings(false);
+        model.min_confidence = min;
+        if let Some(t) = tenant_override {
+            model.tenant_min_confidence.insert("acme".into(), t);
+        }
+        let s = Settings { catalog_dir: common::catalog_dir(), model: model.clone(), ..Settings::default() };
+        let pipeline = Pipeline::load(&s).unwrap();
+        let runtime = ModelRuntime::load(&model, labels());
+        let r = rt();
+        let out = pipeline.map_batch_with(std::slice::from_ref(&event), |q| r.block_on(runtime.decide(q)));
+        let c = &out[0].as_ref().unwrap().canonical;
+        let routes: Vec<&str> = c.lineage.iter().map(|l| l.route.as_str()).collect();
+        assert!(routes.contains(&want), "min {min} / tenant {tenant_override:?}: {routes:?}");
+        if want == "model" {
+            assert_eq!(c.versions.model.as_deref(), Some("tiny-llama"));
+        } else {
+            assert!(c.lineage.iter().any(|l| l.label.as_deref() == Some("OTHER.Unknown") && l.confidence == 0.0));
+        }
+    }
+}
