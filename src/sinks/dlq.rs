@@ -38,7 +38,17 @@ impl SinkDlq {
 
     /// Sends every `(record, reason)` and waits until all are acknowledged: the caller commits
     /// the source offsets next, so a record must be safe here before its offset moves on.
+    /// Retried with backoff for about a minute; after that the error ends the sink, whose
+    /// restart re-reads the uncommitted batch.
     pub async fn send_all(&self, rejected: &[(&OwnedMessage, String)]) -> anyhow::Result<()> {
+        use backon::Retryable;
+        (|| self.try_send_all(rejected))
+            .retry(super::backoff().with_max_times(10))
+            .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "sink DLQ delivery failed; retrying"))
+            .await
+    }
+
+    async fn try_send_all(&self, rejected: &[(&OwnedMessage, String)]) -> anyhow::Result<()> {
         let mut pending = Vec::with_capacity(rejected.len());
         for (m, reason) in rejected {
             tracing::warn!(sink = self.sink, topic = m.topic(), partition = m.partition(), offset = m.offset(),

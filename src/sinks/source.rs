@@ -47,11 +47,23 @@ impl SinkSource {
     /// Returns an empty batch when shutdown is requested while waiting.
     pub async fn next_batch(&self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Vec<OwnedMessage>> {
         let mut batch = Vec::new();
-        let first = tokio::select! {
-            m = self.consumer.recv() => m,
-            _ = shutdown.wait_for(|s| *s) => return Ok(batch),
-        };
-        batch.push(first.context("reading from Kafka")?.detach());
+        loop {
+            let first = tokio::select! {
+                m = self.consumer.recv() => m,
+                _ = shutdown.wait_for(|s| *s) => return Ok(batch),
+            };
+            match first {
+                Ok(m) => {
+                    batch.push(m.detach());
+                    break;
+                }
+                // Broker hiccups surface here; librdkafka reconnects by itself.
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kafka read error; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
         let deadline = Instant::now() + self.batch_timeout;
         while batch.len() < self.batch_size {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::kafka::free_port;
 use super::root;
 
 pub const S3_KEY: &str = "mapper-test-key";
@@ -31,6 +30,24 @@ fn wait_port(port: u16, what: &str, timeout: Duration) {
     }
 }
 
+/// `n` consecutive free loopback ports whose +10000 twins are free too, below 45000. weed
+/// derives some ports (gRPC, its worker's admin link) as port + 10000, so a block picked from
+/// the ephemeral range (up to 60999) could ask it for a port above 65535, or one in use.
+pub fn free_port_block(n: u16) -> Vec<u16> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let seed = u64::from(std::process::id()) << 32 ^ u64::from(nanos);
+    let mut base = 20_000 + (seed.wrapping_mul(2_654_435_761) % 24_000) as u16;
+    loop {
+        let ok = (0..n).all(|i| {
+            [base + i, base + i + 10_000].iter().all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        });
+        if ok {
+            return (0..n).map(|i| base + i).collect();
+        }
+        base = if base + 2 * n >= 45_000 { 20_000 } else { base + n };
+    }
+}
+
 /// `weed mini`: master, volume, filer and S3 gateway in one process.
 pub struct S3Server {
     pub dir: tempfile::TempDir,
@@ -40,8 +57,7 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start() -> S3Server {
-        let ports: Vec<u16> = (0..10).map(|_| free_port()).collect();
-        let mut s = S3Server { dir: tempfile::tempdir().unwrap(), ports, child: None };
+        let mut s = S3Server { dir: tempfile::tempdir().unwrap(), ports: free_port_block(10), child: None };
         s.resume();
         s
     }
@@ -81,7 +97,17 @@ impl S3Server {
             .expect("weed starts");
         self.child = Some(child);
         std::fs::create_dir_all(self.dir.path().join("data")).unwrap();
-        wait_port(self.port(), "SeaweedFS S3", Duration::from_secs(60));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port())).is_err() {
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let log = || {
+                let l = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+                l.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect::<String>()
+            };
+            assert!(exited.is_none(), "weed exited ({exited:?}):\n{}", log());
+            assert!(Instant::now() < deadline, "SeaweedFS S3 did not listen on {}:\n{}", self.port(), log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn stop(&mut self) {
