@@ -26,13 +26,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--events")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50_000);
+    let n = common::events_arg(50_000);
     let paced: usize = 3_000;
     let rate: u64 = 1_000;
     let broker = Broker::start();

@@ -19,13 +19,7 @@ use llama_mapper::pipeline::Pipeline;
 use serde_json::json;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--events")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
+    let n = common::events_arg(200_000);
     let batch = 512;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mix = common::pack_cases();

@@ -23,13 +23,7 @@ use common::stores::{S3_KEY, S3_SECRET};
 use support::{mapped_events, Stack};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--events")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50_000);
+    let n = common::events_arg(50_000);
     let tenants: Vec<String> = (0..24).map(|i| format!("tenant-{i}")).collect();
     let tenant_refs: Vec<&str> = tenants.iter().map(String::as_str).collect();
     let stack = Stack::start();

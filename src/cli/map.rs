@@ -35,7 +35,10 @@ pub fn run(settings: &Settings, args: MapArgs) -> anyhow::Result<ExitCode> {
     // fails to load, as in `mapper run`).
     let labels: Vec<String> = pipeline.catalog().taxonomy.labels().map(|l| l.name.clone()).collect();
     let model = crate::model::ModelRuntime::load(&settings.model, labels);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = match model.is_loaded() {
+        true => Some(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?),
+        false => None,
+    };
     let reader: Box<dyn BufRead> = match args.input.as_deref() {
         None => Box::new(BufReader::new(io::stdin().lock())),
         Some(p) if p.as_os_str() == "-" => Box::new(BufReader::new(io::stdin().lock())),
@@ -48,10 +51,9 @@ pub fn run(settings: &Settings, args: MapArgs) -> anyhow::Result<ExitCode> {
 
     let flush = |batch: &mut Vec<(usize, DetectorEvent)>, out: &mut dyn Write, failed: &mut usize| -> io::Result<()> {
         let (lines, events): (Vec<usize>, Vec<DetectorEvent>) = batch.drain(..).unzip();
-        let mapped = if model.is_loaded() {
-            pipeline.map_batch_with(&events, |queries| rt.block_on(model.decide(queries)))
-        } else {
-            pipeline.map_batch(&events)
+        let mapped = match &rt {
+            Some(rt) => pipeline.map_batch_with(&events, |queries| rt.block_on(model.decide(queries))),
+            None => pipeline.map_batch(&events),
         };
         for (line, result) in lines.into_iter().zip(mapped) {
             match result {

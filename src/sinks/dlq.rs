@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
 use crate::config::Settings;
+use crate::stream::{client_config, ExtendWith};
 
 pub struct SinkDlq {
     producer: FutureProducer,
@@ -21,14 +21,11 @@ pub struct SinkDlq {
 
 impl SinkDlq {
     pub fn new(settings: &Settings, sink: &'static str) -> anyhow::Result<SinkDlq> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &settings.kafka.brokers)
-            .set("client.id", "llama-mapper-sink-dlq")
+        let mut c = client_config(settings);
+        c.set("client.id", "llama-mapper-sink-dlq")
             .set("enable.idempotence", "true")
-            .set("acks", "all");
-        for (k, v) in &settings.kafka.client {
-            c.set(k, v);
-        }
+            .set("acks", "all")
+            .extend_with(&settings.kafka.client);
         Ok(SinkDlq {
             producer: c.create().context("creating the sink DLQ producer")?,
             topic: settings.sink.dlq_topic.clone(),

@@ -1,17 +1,15 @@
 //! The consuming half every sink shares: batches from a consumer group, committed only when
 //! the sink says the batch is durable.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::stream::{client_config, next_offsets, ExtendWith};
 
 pub struct SinkSource {
     consumer: StreamConsumer,
@@ -21,19 +19,16 @@ pub struct SinkSource {
 
 impl SinkSource {
     pub fn new(settings: &Settings, group: &str, topics: &[&str]) -> anyhow::Result<SinkSource> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &settings.kafka.brokers)
-            .set("client.id", "llama-mapper-sink")
+        let mut c = client_config(settings);
+        c.set("client.id", "llama-mapper-sink")
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             // Only what the mapper committed: aborted transactions never reach a projection.
             .set("isolation.level", "read_committed")
             .set("session.timeout.ms", settings.kafka.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (settings.kafka.session_timeout_ms / 3).max(100).to_string());
-        for (k, v) in &settings.kafka.client {
-            c.set(k, v);
-        }
+            .set("heartbeat.interval.ms", (settings.kafka.session_timeout_ms / 3).max(100).to_string())
+            .extend_with(&settings.kafka.client);
         let consumer: StreamConsumer = c.create().context("creating the sink's Kafka consumer")?;
         consumer.subscribe(topics).context("subscribing to the output topics")?;
         Ok(SinkSource {
@@ -86,15 +81,7 @@ impl SinkSource {
     /// the partitions moved to another instance is not an error: that instance re-reads the
     /// batch and the sink's idempotent writes absorb it.
     pub fn commit(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for m in batch {
-            let e = next.entry((m.topic().to_string(), m.partition())).or_insert(m.offset() + 1);
-            *e = (*e).max(m.offset() + 1);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
-        }
+        let tpl = next_offsets(batch)?;
         if let Err(e) = tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync)) {
             tracing::warn!(error = %e, "offset commit refused (rebalance?); the batch will be re-read and deduplicated");
         }

@@ -436,7 +436,7 @@ impl Processor<'_> {
     }
 }
 
-fn client_config(settings: &Settings) -> ClientConfig {
+pub(crate) fn client_config(settings: &Settings) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.kafka.brokers);
     c.set("client.id", "llama-mapper");
@@ -444,7 +444,7 @@ fn client_config(settings: &Settings) -> ClientConfig {
 }
 
 /// The user's `kafka.client` properties, applied last so they can override our defaults.
-trait ExtendWith {
+pub(crate) trait ExtendWith {
     fn extend_with(&mut self, extra: &BTreeMap<String, String>) -> &mut Self;
 }
 
@@ -471,7 +471,7 @@ fn next_offsets_map(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), i64> {
 }
 
 /// The offsets to commit for a batch: one past the last record of each partition.
-fn next_offsets(batch: &[OwnedMessage]) -> anyhow::Result<TopicPartitionList> {
+pub(crate) fn next_offsets(batch: &[OwnedMessage]) -> anyhow::Result<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), next) in next_offsets_map(batch) {
         tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;

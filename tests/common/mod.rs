@@ -73,3 +73,13 @@ pub fn pack_cases() -> Vec<(String, Value)> {
     }
     out
 }
+
+/// A bench's `--events N` argument, or `default`.
+pub fn events_arg(default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -196,6 +196,11 @@ impl ClickHouse {
     pub fn try_query(&self, sql: &str) -> (u16, String) {
         post(self.port, sql, "default", "")
     }
+
+    /// As `user`: the status and the body, whatever they are.
+    pub fn try_query_as(&self, sql: &str, user: &str, password: &str) -> (u16, String) {
+        post(self.port, sql, user, password)
+    }
 }
 
 impl Drop for ClickHouse {

@@ -115,23 +115,9 @@ fn a_tenant_user_reads_none_of_another_tenants_rows() {
         }
     }
     // The password check is real, and no user is ever run unfiltered as default.
-    let (status, body) = post_as(&ch, "auditor_acme", "wrong");
-    assert_ne!(status, 200, "{body}");
-    let (status, _) = post_as(&ch, "auditor_acme", "acme-secret-123");
-    assert_ne!(status, 200, "the test front refuses (never widens) queries as other users");
-}
-
-fn post_as(ch: &ClickHouse, user: &str, pw: &str) -> (u16, String) {
-    use std::io::{Read, Write};
     let sql = "SELECT count() FROM audit_events";
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", ch.port)).unwrap();
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: x\r\nX-ClickHouse-User: {user}\r\nX-ClickHouse-Key: {pw}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sql}",
-        sql.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    (out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), out)
+    let (status, body) = ch.try_query_as(sql, "auditor_acme", "wrong");
+    assert_ne!(status, 200, "{body}");
+    let (status, _) = ch.try_query_as(sql, "auditor_acme", "acme-secret-123");
+    assert_ne!(status, 200, "the test front refuses (never widens) queries as other users");
 }

@@ -41,8 +41,7 @@ fn killed_sinks_and_store_outages_lose_and_double_nothing() {
     let report = stack.wait_trail(total, Duration::from_secs(120));
     let (ok, report2) = stack.verify(&[]);
     assert!(ok, "chain intact, no duplicates, counts match ClickHouse:\n{report2}\n{report}");
-    let in_trail: usize =
-        report2.lines().filter_map(|l| l.split(" segments, ").nth(1)?.split(' ').next()?.parse::<usize>().ok()).sum();
+    let in_trail = crate::support::trail_events(&report2);
     assert_eq!(in_trail, total, "exactly once in the trail:\n{report2}");
     assert!(s3.log().contains("retrying") || ch.log().contains("retrying"), "an outage was actually seen");
 }

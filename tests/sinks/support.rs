@@ -139,10 +139,7 @@ impl Stack {
         let deadline = Instant::now() + timeout;
         loop {
             let (_, out) = self.verify(&["--no-clickhouse", "--no-retention"]);
-            let total: usize = out
-                .lines()
-                .filter_map(|l| l.split(" segments, ").nth(1)?.split(' ').next()?.parse::<usize>().ok())
-                .sum();
+            let total = trail_events(&out);
             if total >= n {
                 return out;
             }
@@ -204,6 +201,11 @@ impl Stack {
                 .unwrap_or_else(|e| panic!("overwriting {key}: {e:?}"));
         });
     }
+}
+
+/// Events in the trail over all tenants, from a `mapper audit verify` report.
+pub fn trail_events(report: &str) -> usize {
+    report.lines().filter_map(|l| l.split(" segments, ").nth(1)?.split(' ').next()?.parse::<usize>().ok()).sum()
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
