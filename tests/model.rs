@@ -193,3 +193,24 @@ fn the_confidence_threshold_decides_between_the_model_and_the_fallback() {
         }
     }
 }
+
+#[test]
+fn evaluation_scores_every_validation_case_it_is_given() {
+    use llama_mapper::dataset::{build, Options};
+    use llama_mapper::model::eval::{cases, evaluate, spread};
+
+    let catalog = common::catalog();
+    let ds = build(&catalog, &Options::default());
+    let unseen: Vec<_> = ds.validation.into_iter().filter(|e| !e.meta.rules_place).collect();
+    let cases = spread(cases(&catalog, &unseen), 6);
+    assert_eq!(cases.len(), 6);
+    assert!(cases.iter().all(|c| catalog.taxonomy.contains(&c.gold)));
+    let m = ModelRuntime::load(&settings(false), labels());
+    let r = rt().block_on(evaluate(&m, &cases, 4, 0.0));
+    assert_eq!((r.examples, r.answered, r.confident), (6, 6, 6), "{r:?}");
+    assert!(r.correct <= 6 && r.confident_correct == r.correct, "{r:?}");
+    assert_eq!(r.model, "tiny-llama");
+    // The threshold splits the answers; nothing is above a confidence of 1.
+    let none = rt().block_on(evaluate(&ModelRuntime::load(&settings(false), labels()), &cases, 4, 1.01));
+    assert_eq!((none.answered, none.confident), (6, 0));
+}

@@ -4,6 +4,7 @@ mod config_cmd;
 mod dataset;
 mod detectors;
 mod map;
+mod model;
 mod run;
 mod sinks;
 mod thresholds;
@@ -83,6 +84,11 @@ pub enum Command {
         #[command(subcommand)]
         command: dataset::DatasetCommand,
     },
+    /// The model path: evaluate the configured model and adapter.
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -118,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { command } => sinks::audit(&loaded.settings, command),
         Command::Replay(args) => sinks::replay(&loaded.settings, args),
         Command::Dataset { command } => dataset::run(&loaded.settings, command),
+        Command::Model { command } => model::run(&loaded.settings, command),
     }
 }
 

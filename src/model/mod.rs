@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod engine;
+pub mod eval;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,6 +65,11 @@ impl ModelRuntime {
 
     pub fn is_loaded(&self) -> bool {
         self.engine.is_some()
+    }
+
+    /// `name+adapter_version`: what events decided by this model record.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// Answers for `queries` (same order): cached decisions, then one concurrent round of the

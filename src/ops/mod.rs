@@ -12,9 +12,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+use crate::model::ModelStats;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -105,6 +110,51 @@ impl Metrics {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
+
+    /// Exports the model path's own counters (read at scrape time from `stats`, which the
+    /// runtime updates without knowing about Prometheus): `model_loaded`,
+    /// `model_labels_total{outcome=cache_hit|answered|failed}` and `model_timeouts_total`
+    /// (batches whose unknown labels went to the rules because the model was too slow).
+    pub fn watch_model(&self, stats: Arc<ModelStats>, loaded: bool) -> prometheus::Result<()> {
+        let c = ModelCollector {
+            stats,
+            labels: IntCounterVec::new(
+                Opts::new("model_labels_total", "Unknown labels asked of the model path, by outcome"),
+                &["outcome"],
+            )?,
+            timeouts: IntCounter::new("model_timeouts_total", "Batches the model did not answer in model.timeout_ms")?,
+            loaded: IntGauge::new("model_loaded", "1 when the model is loaded, 0 when mapping is rules-only")?,
+        };
+        c.loaded.set(i64::from(loaded));
+        self.registry.register(Box::new(c))
+    }
+}
+
+struct ModelCollector {
+    stats: Arc<ModelStats>,
+    labels: IntCounterVec,
+    timeouts: IntCounter,
+    loaded: IntGauge,
+}
+
+impl Collector for ModelCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        [self.labels.desc(), self.timeouts.desc(), self.loaded.desc()].concat()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = &self.stats;
+        for (outcome, v) in
+            [("cache_hit", &s.cache_hits), ("answered", &s.model_answers), ("failed", &s.model_failures)]
+        {
+            let c = self.labels.with_label_values(&[outcome]);
+            c.reset();
+            c.inc_by(v.load(Ordering::Relaxed));
+        }
+        self.timeouts.reset();
+        self.timeouts.inc_by(s.timeouts.load(Ordering::Relaxed));
+        [self.labels.collect(), self.timeouts.collect(), self.loaded.collect()].concat()
+    }
 }
 
 impl Default for Metrics {
@@ -138,4 +188,24 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<Socket
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_counters_are_read_at_scrape_time() {
+        let m = Metrics::new();
+        let stats = Arc::new(ModelStats::default());
+        m.watch_model(Arc::clone(&stats), true).unwrap();
+        stats.cache_hits.fetch_add(3, Ordering::Relaxed);
+        stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("mapper_model_labels_total{outcome=\"cache_hit\"} 3"), "{text}");
+        assert!(text.contains("mapper_model_timeouts_total 1"), "{text}");
+        assert!(text.contains("mapper_model_loaded 1"), "{text}");
+        stats.cache_hits.fetch_add(2, Ordering::Relaxed);
+        assert!(m.render().contains("mapper_model_labels_total{outcome=\"cache_hit\"} 5"));
+    }
 }

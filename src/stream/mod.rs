@@ -24,6 +24,7 @@ mod context;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -79,6 +80,7 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
         .await
         .context("loading the model")?;
     let metrics = Metrics::new();
+    metrics.watch_model(Arc::clone(&model.stats), model.is_loaded()).context("registering model metrics")?;
     let addr: SocketAddr = settings.metrics_addr.parse().context("metrics_addr")?;
     let bound = ops::serve(addr, metrics.clone()).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(metrics = %bound, "metrics, /healthz and /readyz listening");

@@ -76,10 +76,11 @@ pub fn pack_cases() -> Vec<(String, Value)> {
 
 /// A bench's `--events N` argument, or `default`.
 pub fn events_arg(default: usize) -> usize {
+    usize_arg("--events", default)
+}
+
+/// `FLAG N` from a bench's command line (`cargo bench --bench X -- FLAG N`), or `default`.
+pub fn usize_arg(flag: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--events")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(default)
 }

@@ -118,6 +118,9 @@ fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
     assert!(!metrics.contains(CANARY));
     assert!(metrics.contains("mapper_dlq_total{reason=\"oversized\"} 1"), "{metrics}");
     assert!(metrics.contains("mapper_transactions_total{outcome=\"commit\"}"));
+    // Rules-only here (the model path is off by default), and the scrape says so.
+    assert!(metrics.contains("mapper_model_loaded 0"), "{metrics}");
+    assert!(metrics.contains("mapper_model_labels_total{outcome=\"answered\"} 0"), "{metrics}");
     let log = mapper.log_text();
     assert!(log.contains("\"offset\""), "logs carry offsets");
     assert!(!log.contains(CANARY), "raw content in the log");

@@ -1,0 +1,91 @@
+//! The model path's throughput on this machine's CPU with the real small model
+//! (SmolLM2-135M-Instruct; an adapter is merged at load time and costs nothing per token, so
+//! the base model gives the same figures): distinct unknown labels per second
+//! sent one at a time versus together (mistral.rs batches concurrent requests), and the
+//! decision cache's hit throughput, which is what steady state runs on.
+//!
+//! Run: `cargo bench --bench model` (after `scripts/install-small-model.sh`); `-- --labels N`.
+//! Quality figures come from `mapper model eval`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Instant;
+
+use llama_mapper::config::ModelSettings;
+use llama_mapper::dataset::{build, Options};
+use llama_mapper::mapping::LabelQuery;
+use llama_mapper::model::eval::{cases, spread};
+use llama_mapper::model::ModelRuntime;
+
+fn main() {
+    let n = common::usize_arg("--labels", 64);
+    let catalog = common::catalog();
+    let ds = build(&catalog, &Options::default());
+    let unseen: Vec<_> = ds.validation.into_iter().filter(|e| !e.meta.rules_place).collect();
+    let queries: Vec<LabelQuery> = spread(cases(&catalog, &unseen), n).into_iter().map(|c| c.query).collect();
+    let labels: Vec<String> = catalog.taxonomy.labels().map(|l| l.name.clone()).collect();
+    let settings = ModelSettings {
+        enabled: true,
+        path: Some(common::root().join(".stack/models/smollm2-135m-instruct")),
+        name: "smollm2-135m-instruct".into(),
+        timeout_ms: 3_600_000,
+        force_cpu: true,
+        ..ModelSettings::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    println!(
+        "{} distinct unknown labels, {} on CPU ({} cores)",
+        queries.len(),
+        settings.identity(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    // Every measurement starts from a fresh runtime, so its cache is empty.
+    let load = || {
+        let m = ModelRuntime::load(&settings, labels.clone());
+        assert!(m.is_loaded(), "model did not load: run scripts/install-small-model.sh");
+        m
+    };
+
+    // One at a time: each label waits for the previous answer.
+    let m = load();
+    let t = Instant::now();
+    let mut lat = Vec::with_capacity(queries.len());
+    for q in &queries {
+        let t1 = Instant::now();
+        let a = rt.block_on(m.decide(std::slice::from_ref(q)));
+        assert!(a[0].is_some());
+        lat.push(t1.elapsed().as_secs_f64());
+    }
+    let single = queries.len() as f64 / t.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "one at a time:            {single:>8.2} labels/s  (latency p50 {:.0} ms, p99 {:.0} ms)",
+        lat[lat.len() / 2] * 1e3,
+        lat[(lat.len() * 99 / 100).min(lat.len() - 1)] * 1e3
+    );
+
+    // Together, as a Kafka batch's unknown labels go (up to model.max_concurrent in flight).
+    let mut m = m;
+    for chunk in [8usize, 32] {
+        m = load();
+        let t = Instant::now();
+        for part in queries.chunks(chunk) {
+            let a = rt.block_on(m.decide(part));
+            assert!(a.iter().all(Option::is_some));
+        }
+        let rate = queries.len() as f64 / t.elapsed().as_secs_f64();
+        println!("batched, {chunk:>2} at a time:    {rate:>8.2} labels/s  ({:.1}x one at a time)", rate / single);
+    }
+
+    // Steady state: every label already decided once.
+    let rounds = 2_000;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let a = rt.block_on(m.decide(&queries));
+        assert!(a.iter().all(Option::is_some));
+    }
+    let hits = (rounds * queries.len()) as f64 / t.elapsed().as_secs_f64();
+    println!("cache hits:               {hits:>8.0} labels/s");
+}

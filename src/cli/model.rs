@@ -1,0 +1,68 @@
+//! `mapper model eval`: how the configured model (base + adapter) would do on labels the rules
+//! cannot place, before it goes anywhere near the stream.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use crate::catalog::Catalog;
+use crate::config::Settings;
+use crate::dataset::{self, Options};
+use crate::model::{eval, ModelRuntime};
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Score the configured model on the validation split of `mapper dataset build` (same
+    /// --seed and --validation-fraction give the same split): accuracy, how much it maps at
+    /// model.min_confidence and how precisely, and distinct labels per second.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_fraction: f64,
+    /// Also score validation labels the rules already place (by default only the ones the
+    /// model exists for).
+    #[arg(long)]
+    pub all: bool,
+    /// Score this many cases, spread evenly over the split (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    /// Labels sent to the model together (default: model.max_concurrent).
+    #[arg(long)]
+    pub chunk: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(settings: &Settings, cmd: ModelCommand) -> anyhow::Result<ExitCode> {
+    let ModelCommand::Eval(a) = cmd;
+    anyhow::ensure!((0.0..1.0).contains(&a.validation_fraction), "--validation-fraction must be in [0, 1)");
+    let catalog = Catalog::load(&settings.catalog_dir).map_err(|e| anyhow::anyhow!("invalid catalog:\n{e}"))?;
+    let opts = Options { seed: a.seed, validation_fraction: a.validation_fraction, ..Options::default() };
+    let ds = dataset::build(&catalog, &opts);
+    let picked: Vec<dataset::Example> = ds.validation.into_iter().filter(|e| a.all || !e.meta.rules_place).collect();
+    let cases = eval::spread(eval::cases(&catalog, &picked), a.limit);
+
+    // An evaluation is an explicit request for the model: the kill-switch does not apply, and
+    // the stream's per-batch timeout would only turn slow answers into missing ones.
+    let mut model = settings.model.clone();
+    model.enabled = true;
+    model.timeout_ms = u64::MAX / 4;
+    let labels: Vec<String> = catalog.taxonomy.labels().map(|l| l.name.clone()).collect();
+    let runtime = ModelRuntime::load(&model, labels);
+    anyhow::ensure!(runtime.is_loaded(), "the model did not load (see the error above)");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let chunk = a.chunk.unwrap_or(model.max_concurrent);
+    let report = rt.block_on(eval::evaluate(&runtime, &cases, chunk, model.min_confidence));
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
