@@ -52,7 +52,7 @@ pub fn run(settings: &Settings, cmd: ModelCommand) -> anyhow::Result<ExitCode> {
     // the stream's per-batch timeout would only turn slow answers into missing ones.
     let mut model = settings.model.clone();
     model.enabled = true;
-    model.timeout_ms = u64::MAX / 4;
+    model.timeout_ms = 24 * 3_600_000;
     let labels: Vec<String> = catalog.taxonomy.labels().map(|l| l.name.clone()).collect();
     let runtime = ModelRuntime::load(&model, labels);
     anyhow::ensure!(runtime.is_loaded(), "the model did not load (see the error above)");
