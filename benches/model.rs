@@ -13,17 +13,16 @@ mod common;
 use std::time::Instant;
 
 use llama_mapper::config::ModelSettings;
-use llama_mapper::dataset::{build, Options};
+use llama_mapper::dataset::Options;
 use llama_mapper::mapping::LabelQuery;
-use llama_mapper::model::eval::{cases, spread};
+use llama_mapper::model::eval::validation_cases;
 use llama_mapper::model::ModelRuntime;
 
 fn main() {
     let n = common::usize_arg("--labels", 64);
     let catalog = common::catalog();
-    let ds = build(&catalog, &Options::default());
-    let unseen: Vec<_> = ds.validation.into_iter().filter(|e| !e.meta.rules_place).collect();
-    let queries: Vec<LabelQuery> = spread(cases(&catalog, &unseen), n).into_iter().map(|c| c.query).collect();
+    let queries: Vec<LabelQuery> =
+        validation_cases(&catalog, &Options::default(), false, n).into_iter().map(|c| c.query).collect();
     let labels: Vec<String> = catalog.taxonomy.labels().map(|l| l.name.clone()).collect();
     let settings = ModelSettings {
         enabled: true,

@@ -196,13 +196,11 @@ fn the_confidence_threshold_decides_between_the_model_and_the_fallback() {
 
 #[test]
 fn evaluation_scores_every_validation_case_it_is_given() {
-    use llama_mapper::dataset::{build, Options};
-    use llama_mapper::model::eval::{cases, evaluate, spread};
+    use llama_mapper::dataset::Options;
+    use llama_mapper::model::eval::{evaluate, validation_cases};
 
     let catalog = common::catalog();
-    let ds = build(&catalog, &Options::default());
-    let unseen: Vec<_> = ds.validation.into_iter().filter(|e| !e.meta.rules_place).collect();
-    let cases = spread(cases(&catalog, &unseen), 6);
+    let cases = validation_cases(&catalog, &Options::default(), false, 6);
     assert_eq!(cases.len(), 6);
     assert!(cases.iter().all(|c| catalog.taxonomy.contains(&c.gold)));
     let m = ModelRuntime::load(&settings(false), labels());

@@ -20,6 +20,14 @@ pub enum DatasetCommand {
 pub struct BuildArgs {
     #[arg(long, default_value = "training/data")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub split: SplitArgs,
+}
+
+/// How the dataset is split; `dataset build` and `model eval` share these, so the same flags
+/// give the same validation labels.
+#[derive(Debug, Args)]
+pub struct SplitArgs {
     /// Changes which base labels are held out for validation.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -27,11 +35,17 @@ pub struct BuildArgs {
     pub validation_fraction: f64,
 }
 
+impl SplitArgs {
+    pub fn options(&self) -> anyhow::Result<Options> {
+        anyhow::ensure!((0.0..1.0).contains(&self.validation_fraction), "--validation-fraction must be in [0, 1)");
+        Ok(Options { seed: self.seed, validation_fraction: self.validation_fraction, ..Options::default() })
+    }
+}
+
 pub fn run(settings: &Settings, cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
     let DatasetCommand::Build(a) = cmd;
-    anyhow::ensure!((0.0..1.0).contains(&a.validation_fraction), "--validation-fraction must be in [0, 1)");
+    let opts = a.split.options()?;
     let catalog = Catalog::load(&settings.catalog_dir).map_err(|e| anyhow::anyhow!("invalid catalog:\n{e}"))?;
-    let opts = Options { seed: a.seed, validation_fraction: a.validation_fraction, ..Options::default() };
     let ds = dataset::build(&catalog, &opts);
     let cov = dataset::coverage(&catalog, &ds);
     dataset::write(&a.out, &ds, &cov)?;

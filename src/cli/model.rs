@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use super::dataset::SplitArgs;
 use crate::catalog::Catalog;
 use crate::config::Settings;
-use crate::dataset::{self, Options};
 use crate::model::{eval, ModelRuntime};
 
 #[derive(Debug, Subcommand)]
@@ -20,10 +20,8 @@ pub enum ModelCommand {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
-    #[arg(long, default_value_t = 0.2)]
-    pub validation_fraction: f64,
+    #[command(flatten)]
+    pub split: SplitArgs,
     /// Also score validation labels the rules already place (by default only the ones the
     /// model exists for).
     #[arg(long)]
@@ -41,12 +39,9 @@ pub struct EvalArgs {
 
 pub fn run(settings: &Settings, cmd: ModelCommand) -> anyhow::Result<ExitCode> {
     let ModelCommand::Eval(a) = cmd;
-    anyhow::ensure!((0.0..1.0).contains(&a.validation_fraction), "--validation-fraction must be in [0, 1)");
+    let opts = a.split.options()?;
     let catalog = Catalog::load(&settings.catalog_dir).map_err(|e| anyhow::anyhow!("invalid catalog:\n{e}"))?;
-    let opts = Options { seed: a.seed, validation_fraction: a.validation_fraction, ..Options::default() };
-    let ds = dataset::build(&catalog, &opts);
-    let picked: Vec<dataset::Example> = ds.validation.into_iter().filter(|e| a.all || !e.meta.rules_place).collect();
-    let cases = eval::spread(eval::cases(&catalog, &picked), a.limit);
+    let cases = eval::validation_cases(&catalog, &opts, a.all, a.limit);
 
     // An evaluation is an explicit request for the model: the kill-switch does not apply, and
     // the stream's per-batch timeout would only turn slow answers into missing ones.

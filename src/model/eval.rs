@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::Instant;
 
 use crate::catalog::Catalog;
-use crate::dataset::Example;
+use crate::dataset::{self, Example, Options};
 use crate::mapping::LabelQuery;
 use crate::model::ModelRuntime;
 
@@ -36,6 +36,16 @@ pub fn cases(catalog: &Catalog, examples: &[Example]) -> Vec<Case> {
             gold: e.meta.label.clone(),
         })
         .collect()
+}
+
+/// The validation split `dataset::build` makes with `opts`, as cases: by default only the
+/// labels the rules cannot place (what the model is for), `limit` of them spread evenly
+/// (0 = all).
+pub fn validation_cases(catalog: &Catalog, opts: &Options, rule_placeable_too: bool, limit: usize) -> Vec<Case> {
+    let ds = dataset::build(catalog, opts);
+    let picked: Vec<Example> =
+        ds.validation.into_iter().filter(|e| rule_placeable_too || !e.meta.rules_place).collect();
+    spread(cases(catalog, &picked), limit)
 }
 
 /// `limit` items spread evenly over `all` (every label family gets its share), or all of them.
