@@ -1,6 +1,5 @@
 //! The model path's throughput on this machine's CPU with the real small model
-//! (SmolLM2-135M-Instruct; an adapter is merged at load time and costs nothing per token, so
-//! the base model gives the same figures): distinct unknown labels per second
+//! (SmolLM2-135M-Instruct with the committed adapter, merged at load time): distinct unknown labels per second
 //! sent one at a time versus together (mistral.rs batches concurrent requests), and the
 //! decision cache's hit throughput, which is what steady state runs on.
 //!
@@ -27,6 +26,8 @@ fn main() {
     let settings = ModelSettings {
         enabled: true,
         path: Some(common::root().join(".stack/models/smollm2-135m-instruct")),
+        adapter: Some(common::root().join("training/adapters/smollm2-135m-mapper-lora")),
+        adapter_version: Some("mapper-lora@v0.1.0".into()),
         name: "smollm2-135m-instruct".into(),
         timeout_ms: 3_600_000,
         force_cpu: true,
@@ -41,20 +42,21 @@ fn main() {
     );
 
     // Every measurement starts from a fresh runtime, so its cache is empty.
-    let load = || {
-        let m = ModelRuntime::load(&settings, labels.clone());
+    let load = |in_flight: usize| {
+        let m = ModelRuntime::load(&ModelSettings { max_concurrent: in_flight, ..settings.clone() }, labels.clone());
         assert!(m.is_loaded(), "model did not load: run scripts/install-small-model.sh");
         m
     };
 
     // One at a time: each label waits for the previous answer.
-    let m = load();
+    let m = load(1);
     let t = Instant::now();
     let mut lat = Vec::with_capacity(queries.len());
+    let mut alone = Vec::with_capacity(queries.len());
     for q in &queries {
         let t1 = Instant::now();
         let a = rt.block_on(m.decide(std::slice::from_ref(q)));
-        assert!(a[0].is_some());
+        alone.push(a[0].as_ref().expect("an answer").label.clone());
         lat.push(t1.elapsed().as_secs_f64());
     }
     let single = queries.len() as f64 / t.elapsed().as_secs_f64();
@@ -65,17 +67,28 @@ fn main() {
         lat[(lat.len() * 99 / 100).min(lat.len() - 1)] * 1e3
     );
 
-    // Together, as a Kafka batch's unknown labels go (up to model.max_concurrent in flight).
-    let mut m = m;
-    for chunk in [8usize, 32] {
-        m = load();
+    // Together, as a Kafka batch's unknown labels go: the default (model.max_concurrent 1)
+    // queues them for the engine; raising it lets mistral.rs batch them, and the bench
+    // counts how many answers then differ from the model's one-at-a-time answers.
+    for in_flight in [1usize, 8, 32] {
+        let m = load(in_flight);
         let t = Instant::now();
-        for part in queries.chunks(chunk) {
-            let a = rt.block_on(m.decide(part));
-            assert!(a.iter().all(Option::is_some));
+        let (mut answered, mut same) = (0, 0);
+        for (part, want) in queries.chunks(32).zip(alone.chunks(32)) {
+            for (a, w) in rt.block_on(m.decide(part)).iter().zip(want) {
+                // No answer: the engine failed (mistral.rs 0.8.1 can panic in its KV cache
+                // with several sequences in flight on the CPU).
+                let Some(a) = a else { continue };
+                answered += 1;
+                same += usize::from(a.label == *w);
+            }
         }
-        let rate = queries.len() as f64 / t.elapsed().as_secs_f64();
-        println!("batched, {chunk:>2} at a time:    {rate:>8.2} labels/s  ({:.1}x one at a time)", rate / single);
+        let rate = answered as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "batch of 32, {in_flight:>2} in flight: {rate:>8.2} labels/s  ({:.1}x one at a time; answered {answered}/{n}, {same} as one at a time)",
+            rate / single,
+            n = queries.len()
+        );
     }
 
     // Steady state: every label already decided once.

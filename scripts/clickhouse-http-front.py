@@ -372,7 +372,9 @@ class Engine:
         conn = "file:%s?config-file=%s" % (data_dir, os.path.join(conf_dir, "config.xml"))
         self.session = chdb_session.Session(conn)
         self.lock = threading.Lock()
-        self.tmp_dir = tempfile.mkdtemp(prefix="chdb-front-insert-")  # INSERT bodies, see _insert
+        # INSERT bodies (see _insert) live under the data directory: a front killed by its
+        # test leaves nothing behind in the system temp directory.
+        self.tmp_dir = tempfile.mkdtemp(prefix="front-insert-", dir=data_dir)
         self.timezone = self.session.query("SELECT timezone()", "TSVRaw").bytes().decode().strip()
         self.version = self.session.query("SELECT version()", "TSVRaw").bytes().decode().strip()
 

@@ -29,12 +29,16 @@ pub struct EvalArgs {
     /// Score this many cases, spread evenly over the split (0 = all).
     #[arg(long, default_value_t = 0)]
     pub limit: usize,
-    /// Labels sent to the model together (default: model.max_concurrent).
-    #[arg(long)]
-    pub chunk: Option<usize>,
+    /// Labels handed to the model path together, as a Kafka batch's unknown labels are
+    /// (model.max_concurrent of them are in the engine at once).
+    #[arg(long, default_value_t = 32)]
+    pub chunk: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also print every case: detector, raw label, held-out label, answer, confidence.
+    #[arg(long)]
+    pub show: bool,
 }
 
 pub fn run(settings: &Settings, cmd: ModelCommand) -> anyhow::Result<ExitCode> {
@@ -52,12 +56,26 @@ pub fn run(settings: &Settings, cmd: ModelCommand) -> anyhow::Result<ExitCode> {
     let runtime = ModelRuntime::load(&model, labels);
     anyhow::ensure!(runtime.is_loaded(), "the model did not load (see the error above)");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let chunk = a.chunk.unwrap_or(model.max_concurrent);
-    let report = rt.block_on(eval::evaluate(&runtime, &cases, chunk, model.min_confidence));
+    let report = rt.block_on(eval::evaluate(&runtime, &cases, a.chunk, model.min_confidence));
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{report}");
+        let mut value = serde_json::to_value(&report)?;
+        if !a.show {
+            value.as_object_mut().map(|o| o.remove("answers"));
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
     }
+    if a.show {
+        for c in &report.answers {
+            let answer = match (&c.label, c.confidence) {
+                (Some(l), Some(p)) => format!("{l} ({p:.2})"),
+                _ => "no answer".into(),
+            };
+            let mark = if c.is_correct() { "ok " } else { "-- " };
+            println!("{mark}{} {:?}: want {}, got {answer}", c.detector, c.raw_label, c.gold);
+        }
+        println!();
+    }
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }

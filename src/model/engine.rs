@@ -36,6 +36,9 @@ pub struct Engine {
     schema: serde_json::Value,
     max_new_tokens: usize,
     identity: String,
+    /// Requests handed to mistral.rs at once (`model.max_concurrent`); see [`ModelSettings`]
+    /// for why the default is 1.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// The bounded JSON schema every answer is constrained to: one key, an enum of real labels.
@@ -74,7 +77,13 @@ impl Engine {
             })?
             .join()
             .map_err(|p| anyhow::anyhow!("model load panicked: {}", panic_text(&p)))??;
-        Ok(Engine { model, schema: answer_schema(&labels), max_new_tokens: s.max_new_tokens, identity: s.identity() })
+        Ok(Engine {
+            model,
+            schema: answer_schema(&labels),
+            max_new_tokens: s.max_new_tokens,
+            identity: s.identity(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(s.max_concurrent.max(1))),
+        })
     }
 
     pub fn identity(&self) -> &str {
@@ -107,12 +116,17 @@ impl Engine {
         Ok(ModelDecision { label, confidence, model: self.identity.clone() })
     }
 
-    /// Every query at once: the engine batches concurrent requests itself.
+    /// Every query of a batch together, at most `model.max_concurrent` of them in the engine
+    /// at once (it batches the concurrent requests itself).
     pub async fn classify_many(self: &Arc<Self>, queries: &[LabelQuery]) -> Vec<anyhow::Result<ModelDecision>> {
         let mut set = tokio::task::JoinSet::new();
         for (i, q) in queries.iter().cloned().enumerate() {
             let me = Arc::clone(self);
-            set.spawn(async move { (i, me.classify(&q).await) });
+            set.spawn(async move {
+                // Never closed, so acquiring cannot fail.
+                let _permit = me.in_flight.acquire().await.expect("the in-flight semaphore is never closed");
+                (i, me.classify(&q).await)
+            });
         }
         let mut out: Vec<Option<anyhow::Result<ModelDecision>>> = (0..queries.len()).map(|_| None).collect();
         while let Some(r) = set.join_next().await {

@@ -71,6 +71,25 @@ pub struct Report {
     pub confident: usize,
     pub confident_correct: usize,
     pub seconds: f64,
+    /// Every case with the model's answer, in case order: what to read when a figure is bad.
+    pub answers: Vec<Answer>,
+}
+
+/// One scored case.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Answer {
+    pub detector: String,
+    pub raw_label: String,
+    pub gold: String,
+    /// `None`: no answer (timeout or engine error).
+    pub label: Option<String>,
+    pub confidence: Option<f64>,
+}
+
+impl Answer {
+    pub fn is_correct(&self) -> bool {
+        self.label.as_deref() == Some(self.gold.as_str())
+    }
 }
 
 fn pct(a: usize, b: usize) -> f64 {
@@ -130,6 +149,13 @@ pub async fn evaluate(rt: &ModelRuntime, cases: &[Case], chunk: usize, min_confi
     for part in cases.chunks(chunk.max(1)) {
         let queries: Vec<LabelQuery> = part.iter().map(|c| c.query.clone()).collect();
         for (c, a) in part.iter().zip(rt.decide(&queries).await) {
+            r.answers.push(Answer {
+                detector: c.query.detector.clone(),
+                raw_label: c.query.raw_label.clone(),
+                gold: c.gold.clone(),
+                label: a.as_ref().map(|a| a.label.clone()),
+                confidence: a.as_ref().map(|a| a.confidence),
+            });
             let Some(a) = a else { continue };
             r.answered += 1;
             let right = a.label == c.gold;
