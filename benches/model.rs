@@ -1,7 +1,9 @@
 //! The model path's throughput on this machine's CPU with the real small model
-//! (SmolLM2-135M-Instruct with the committed adapter, merged at load time): distinct unknown labels per second
-//! sent one at a time versus together (mistral.rs batches concurrent requests), and the
-//! decision cache's hit throughput, which is what steady state runs on.
+//! (SmolLM2-135M-Instruct with the committed adapter, merged at load time): distinct unknown
+//! labels per second one at a time, and as one batch with 1, 8 and 32 requests in the engine
+//! (with how many answers stay equal to the one-at-a-time ones: mistral.rs 0.8.1 changes them
+//! when it batches on the CPU), and the decision cache's hit throughput, which is what steady
+//! state runs on.
 //!
 //! Run: `cargo bench --bench model` (after `scripts/install-small-model.sh`); `-- --labels N`.
 //! Quality figures come from `mapper model eval`.

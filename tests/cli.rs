@@ -282,3 +282,19 @@ fn a_reader_that_stops_early_ends_mapper_quietly() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by SIGPIPE like other Unix tools");
 }
+
+#[test]
+fn the_shipped_example_settings_load() {
+    let example = common::root().join("deploy/llama-mapper.example.yaml");
+    let out = mapper(&["show-config", "--config", example.to_str().unwrap()], "", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("max_concurrent: 1"), "{s}");
+    // A typo in the example is an error, not a silently ignored key.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, common::read(&example).replace("max_concurrent:", "max_concurent:")).unwrap();
+    let out = mapper(&["show-config", "--config", bad.to_str().unwrap()], "", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_concurent"), "{}", String::from_utf8_lossy(&out.stderr));
+}
