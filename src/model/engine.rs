@@ -91,8 +91,9 @@ impl Engine {
     }
 
     /// One query: the constrained answer and its confidence (the probability the model gave
-    /// the label's tokens, from their base-10 log-probabilities).
-    pub async fn classify(&self, q: &LabelQuery) -> anyhow::Result<ModelDecision> {
+    /// the label's tokens, from their base-10 log-probabilities). Private: every request goes
+    /// through [`Engine::classify_many`], which holds the in-flight bound.
+    async fn classify(&self, q: &LabelQuery) -> anyhow::Result<ModelDecision> {
         let req = RequestBuilder::new()
             .add_message(TextMessageRole::System, SYSTEM_PROMPT)
             .add_message(TextMessageRole::User, crate::dataset::instruction(&q.detector, &q.raw_label))
