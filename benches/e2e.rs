@@ -1,7 +1,9 @@
-//! End-to-end: events/s and p50/p99 latency through `mapper run` on the local broker (tansu),
+//! End-to-end: events/s and p50/p99 latency through `mapper run` on Apache Kafka (one local
+//! broker, started by the harness unless `MAPPER_TEST_KAFKA` names one),
 //! beside the raw broker's own consume+produce rate for the same messages in the same run.
 //!
-//! Run: `cargo bench --bench e2e` (after `scripts/install-stack.sh`); `-- --events N`.
+//! Run: `cargo bench --bench e2e` (after `scripts/install-stack.sh`); `-- --events N`;
+//! `-- --guarantee at-least-once` for the other mode.
 //!
 //! Throughput: N events are produced first; the clock runs from the first committed batch to
 //! the last (so the consumer-group join is not counted). Baseline: one rdkafka consumer reads
@@ -17,7 +19,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::kafka::{produce_to, Broker, MapperProcess, CANONICAL, INPUT};
+use common::kafka::{Broker, MapperProcess, CANONICAL, INPUT};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -40,9 +42,9 @@ fn main() {
         })
         .collect();
     let bytes: usize = inputs.iter().map(|(_, v)| v.len()).sum();
-    produce_to(&broker.brokers(), INPUT, &inputs);
+    broker.produce(INPUT, &inputs);
     println!(
-        "{n} events ({:.1} MB) of {} real-format examples, 6 partitions, tansu on loopback",
+        "{n} events ({:.1} MB) of {} real-format examples, 6 partitions, Apache Kafka 4.4 on loopback",
         bytes as f64 / 1e6,
         mix.len()
     );
@@ -50,11 +52,16 @@ fn main() {
     let raw = raw_consume_produce(&broker, n);
     println!("raw broker consume+produce (rdkafka, no mapping):   {raw:>9.0} events/s");
 
-    let mapper = MapperProcess::start(&broker, "bench", &[("RUST_LOG", "warn")]);
+    let guarantee = if std::env::args().any(|a| a == "at-least-once") { "at-least-once" } else { "exactly-once" };
+    let mapper = MapperProcess::start(
+        &broker,
+        "bench",
+        &[("RUST_LOG", "warn"), ("LLAMA_MAPPER_KAFKA__GUARANTEE", guarantee)],
+    );
     let (first_at, first_n) = wait_committed(&broker, 1, Duration::from_secs(120));
     let (done_at, _) = wait_committed(&broker, n as i64, Duration::from_secs(1800));
     let mapped = (n as i64 - first_n) as f64 / done_at.duration_since(first_at).as_secs_f64();
-    println!("mapper run, exactly-once (map+validate+txn):        {mapped:>9.0} events/s");
+    println!("mapper run, {guarantee:<13} (map+validate+publish): {mapped:>9.0} events/s");
     println!("ratio mapper / raw broker:                          {:>9.2}", mapped / raw);
 
     // Latency: paced input into the running processor.
@@ -99,8 +106,9 @@ fn assign_all(c: &BaseConsumer, topic: &str, offset: Offset) {
 
 fn raw_consume_produce(broker: &Broker, n: usize) -> f64 {
     broker.create_topic("bench.raw", 6);
-    let c = consumer(&broker.brokers(), "bench-raw");
-    assign_all(&c, INPUT, Offset::Beginning);
+    let raw_topic = broker.name("bench.raw");
+    let c = consumer(&broker.brokers(), &broker.name("bench-raw"));
+    assign_all(&c, &broker.name(INPUT), Offset::Beginning);
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.brokers())
         .set("enable.idempotence", "true")
@@ -116,7 +124,7 @@ fn raw_consume_produce(broker: &Broker, n: usize) -> f64 {
             let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else { continue };
             seen += 1;
             let rec =
-                FutureRecord::to("bench.raw").key(m.key().unwrap_or_default()).payload(m.payload().unwrap_or_default());
+                FutureRecord::to(&raw_topic).key(m.key().unwrap_or_default()).payload(m.payload().unwrap_or_default());
             pending.push(p.send_result(rec).map_err(|(e, _)| e).unwrap());
             if pending.len() >= 5000 {
                 for f in pending.drain(..) {
@@ -135,7 +143,7 @@ fn raw_consume_produce(broker: &Broker, n: usize) -> f64 {
 fn wait_committed(broker: &Broker, n: i64, timeout: Duration) -> (Instant, i64) {
     let deadline = Instant::now() + timeout;
     loop {
-        let sum = common::kafka::committed_inputs(&broker.brokers(), "llama-mapper");
+        let sum = broker.committed_inputs();
         if sum >= n {
             return (Instant::now(), sum);
         }
@@ -145,8 +153,9 @@ fn wait_committed(broker: &Broker, n: i64, timeout: Duration) -> (Instant, i64) 
 }
 
 fn paced_latency(broker: &Broker, mix: &[Value], count: usize, rate: u64) -> (f64, f64, f64) {
-    let c = consumer(&broker.brokers(), "bench-latency");
-    assign_all(&c, CANONICAL, Offset::End);
+    let c = consumer(&broker.brokers(), &broker.name("bench-latency"));
+    assign_all(&c, &broker.name(CANONICAL), Offset::End);
+    let input = broker.name(INPUT);
     std::thread::sleep(Duration::from_secs(1));
     let p: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", broker.brokers()).set("linger.ms", "0").create().unwrap();
@@ -164,7 +173,7 @@ fn paced_latency(broker: &Broker, mix: &[Value], count: usize, rate: u64) -> (f6
             let payload = e.to_string();
             // Delivery is observed through the output topic; the future itself is not needed.
             drop(
-                p.send_result(FutureRecord::to(INPUT).key("tenant-lat").payload(&payload)).map_err(|(e, _)| e).unwrap(),
+                p.send_result(FutureRecord::to(&input).key("tenant-lat").payload(&payload)).map_err(|(e, _)| e).unwrap(),
             );
             sent.insert(id, Instant::now());
             next += 1;

@@ -109,7 +109,7 @@ fn main() {
 fn wait_committed(stack: &Stack, group: &str, want: i64, sink: &support::SinkProcess) -> (Instant, i64) {
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        let got = common::kafka::committed_offsets(&stack.broker.brokers(), group, AUDIT, 6);
+        let got = stack.broker.committed(group, AUDIT, 6);
         if got >= want {
             return (Instant::now(), got);
         }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command demo: installs and starts the local stack (tansu, a Kafka-protocol broker;
+# One-command demo: installs and starts the local stack (Apache Kafka 4.4 from Maven Central;
 # SeaweedFS, S3 with Object Lock; ClickHouse as chdb behind the test front), builds and starts
 # `mapper run` and both sinks, streams a realistic mix of detector events of all 16 detectors
 # (deploy/demo/events.jsonl, two of them deliberately broken), then shows canonical events,
@@ -24,24 +24,27 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "building mapper (release)"
 cargo build --release --locked --bin mapper
-MAPPER=target/release/mapper
+MAPPER=${CARGO_TARGET_DIR:-target}/release/mapper
 
-say "starting the local stack"
-MAPPER=$MAPPER scripts/start-kafka.sh
-# A fresh store each run: the demo bucket is written with Object Lock.
-rm -rf ".stack/s3-$S3_PORT" ".stack/clickhouse-$CLICKHOUSE_PORT"
-scripts/start-s3.sh
-scripts/start-clickhouse.sh
+# Installed before anything starts, so a failure half-way stops what did start.
 cleanup() {
   for p in "${RUN_PID:-}" "${CH_PID:-}" "${S3_PID:-}"; do
     [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
   done
-  for f in tansu-$KAFKA_PORT s3-$S3_PORT clickhouse-$CLICKHOUSE_PORT; do
+  scripts/stop-kafka.sh >/dev/null 2>&1 || true
+  for f in s3-$S3_PORT clickhouse-$CLICKHOUSE_PORT; do
     [ -f ".stack/$f.pid" ] && kill "$(cat ".stack/$f.pid")" 2>/dev/null || true
     rm -f ".stack/$f.pid"
   done
 }
 trap cleanup EXIT
+
+say "starting the local stack"
+# A fresh broker and store each run: the demo bucket is written with Object Lock.
+KAFKA_FRESH=1 MAPPER=$MAPPER scripts/start-kafka.sh
+rm -rf ".stack/s3-$S3_PORT" ".stack/clickhouse-$CLICKHOUSE_PORT"
+scripts/start-s3.sh
+scripts/start-clickhouse.sh
 $MAPPER topics check --brokers "$BROKERS" --replication-factor 1
 
 say "ClickHouse schema, trail signing key, Object Lock bucket"

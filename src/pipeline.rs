@@ -11,7 +11,7 @@ use crate::audit::audit_event;
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::contracts::{AuditEvent, CanonicalEvent, Contract, Contracts, DetectorEvent, Violation};
-use crate::mapping::{Mapper, ModelDecision};
+use crate::mapping::{Mapper, ModelDecision, TooManyLabels};
 
 #[derive(Debug)]
 pub struct Pipeline {
@@ -26,6 +26,17 @@ pub struct Mapped {
     pub audit: AuditEvent,
     pub canonical_json: Value,
     pub audit_json: Value,
+}
+
+/// Why an input event produced no outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum Unmapped {
+    /// The input's fault: more labels than one event may carry (dead-lettered).
+    #[error(transparent)]
+    TooManyLabels(#[from] TooManyLabels),
+    /// Our fault: an output failed its schema (a bug; never emitted).
+    #[error(transparent)]
+    Invalid(#[from] Violation),
 }
 
 impl Pipeline {
@@ -44,7 +55,7 @@ impl Pipeline {
 
     /// Maps a batch with the rules (and `answers` for the batch's model queries, if a model
     /// ran). Each result is validated; a violation is a bug and is returned, never emitted.
-    pub fn map_batch(&self, events: &[DetectorEvent]) -> Vec<Result<Mapped, Violation>> {
+    pub fn map_batch(&self, events: &[DetectorEvent]) -> Vec<Result<Mapped, Unmapped>> {
         self.finish(events, |prepared| prepared.finish(&[]))
     }
 
@@ -53,7 +64,7 @@ impl Pipeline {
         &self,
         events: &[DetectorEvent],
         model: impl FnOnce(&[crate::mapping::LabelQuery]) -> Vec<Option<ModelDecision>>,
-    ) -> Vec<Result<Mapped, Violation>> {
+    ) -> Vec<Result<Mapped, Unmapped>> {
         self.finish(events, |prepared| {
             let answers = if prepared.queries().is_empty() { Vec::new() } else { model(prepared.queries()) };
             prepared.finish(&answers)
@@ -63,9 +74,9 @@ impl Pipeline {
     fn finish<'a>(
         &'a self,
         events: &'a [DetectorEvent],
-        run: impl FnOnce(crate::mapping::PreparedBatch<'a>) -> Vec<CanonicalEvent>,
-    ) -> Vec<Result<Mapped, Violation>> {
-        run(self.mapper.prepare(events)).into_iter().map(|c| self.emit(c)).collect()
+        run: impl FnOnce(crate::mapping::PreparedBatch<'a>) -> Vec<Result<CanonicalEvent, TooManyLabels>>,
+    ) -> Vec<Result<Mapped, Unmapped>> {
+        run(self.mapper.prepare(events)).into_iter().map(|c| Ok(self.emit(c?)?)).collect()
     }
 
     fn emit(&self, canonical: CanonicalEvent) -> Result<Mapped, Violation> {

@@ -7,10 +7,11 @@ use std::time::Duration;
 use marked_yaml::Spanned;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use serde::Deserialize;
 
 use crate::catalog::source::{read_yaml, ConfigError, ConfigErrors};
+use crate::config::KafkaSettings;
+use crate::kafka::admin;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,18 +75,15 @@ fn capped_min_isr(value: &str, rf: i32) -> String {
     }
 }
 
-fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    Ok(ClientConfig::new().set("bootstrap.servers", brokers).create()?)
-}
 
 /// Creates the missing topics. `replication_override` caps the replication factor (a one-broker
 /// dev stack cannot hold 3 replicas). Returns the names created.
 pub async fn apply(
     specs: &[TopicSpec],
-    brokers: &str,
+    kafka: &KafkaSettings,
     replication_override: Option<i32>,
 ) -> anyhow::Result<Vec<String>> {
-    let client = admin(brokers)?;
+    let client = admin(kafka)?;
     let existing = existing(&client)?;
     let missing: Vec<&TopicSpec> = specs.iter().filter(|s| !existing.contains_key(&s.name)).collect();
     if missing.is_empty() {
@@ -135,10 +133,10 @@ pub async fn apply(
 /// cannot describe configs gets a warning (second list), not a failure.
 pub async fn check(
     specs: &[TopicSpec],
-    brokers: &str,
+    kafka: &KafkaSettings,
     replication_override: Option<i32>,
 ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let client = admin(brokers)?;
+    let client = admin(kafka)?;
     let existing = existing(&client)?;
     let mut problems = Vec::new();
     let mut warnings = Vec::new();

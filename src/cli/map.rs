@@ -62,7 +62,11 @@ pub fn run(settings: &Settings, args: MapArgs) -> anyhow::Result<ExitCode> {
                     serde_json::to_writer(&mut *out, v)?;
                     out.write_all(b"\n")?;
                 }
-                Err(violation) => {
+                Err(crate::pipeline::Unmapped::TooManyLabels(e)) => {
+                    *failed += 1;
+                    report(line, "too_many_labels", &e.to_string());
+                }
+                Err(crate::pipeline::Unmapped::Invalid(violation)) => {
                     *failed += 1;
                     report(line, "internal_schema_violation", &violation.to_string());
                 }

@@ -66,7 +66,7 @@ pub fn run(mut settings: Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let shutdown = crate::stream::shutdown_signal();
+        let shutdown = crate::kafka::shutdown_signal();
         crate::stream::run(settings, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
@@ -94,12 +94,15 @@ pub struct TopicsArgs {
 
 pub fn topics(settings: &Settings, cmd: TopicsCommand) -> anyhow::Result<ExitCode> {
     let (TopicsCommand::Apply(a) | TopicsCommand::Check(a)) = &cmd;
-    let brokers = a.brokers.clone().unwrap_or_else(|| settings.kafka.brokers.clone());
+    let mut k = settings.kafka.clone();
+    if let Some(b) = &a.brokers {
+        k.brokers = b.clone();
+    }
     let specs = crate::topics::load(&a.dir).map_err(|e| anyhow::anyhow!("invalid topic definitions:\n{e}"))?;
     match cmd {
         TopicsCommand::Apply(a) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let created = rt.block_on(crate::topics::apply(&specs, &brokers, a.replication_factor))?;
+            let created = rt.block_on(crate::topics::apply(&specs, &k, a.replication_factor))?;
             for t in &created {
                 println!("created {t}");
             }
@@ -108,7 +111,7 @@ pub fn topics(settings: &Settings, cmd: TopicsCommand) -> anyhow::Result<ExitCod
         }
         TopicsCommand::Check(a) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let (problems, warnings) = rt.block_on(crate::topics::check(&specs, &brokers, a.replication_factor))?;
+            let (problems, warnings) = rt.block_on(crate::topics::check(&specs, &k, a.replication_factor))?;
             for w in &warnings {
                 println!("warning: {w}");
             }

@@ -103,7 +103,7 @@ pub fn sink(mut settings: Settings, cmd: SinkCommand) -> anyhow::Result<ExitCode
         settings.kafka.brokers = b.clone();
     }
     runtime()?.block_on(async {
-        let shutdown = crate::stream::shutdown_signal();
+        let shutdown = crate::kafka::shutdown_signal();
         match cmd {
             SinkCommand::Clickhouse(_) => ch::run(settings, shutdown).await,
             SinkCommand::S3(_) => crate::sinks::s3_worm::run(settings, shutdown).await,

@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
 use crate::config::Settings;
+use crate::kafka::{self, Delivery};
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
@@ -29,17 +29,16 @@ pub struct ProduceArgs {
 }
 
 pub fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitCode> {
-    let brokers = args.brokers.unwrap_or_else(|| settings.kafka.brokers.clone());
+    let mut k = settings.kafka.clone();
+    if let Some(b) = args.brokers {
+        k.brokers = b;
+    }
     let topic = args.topic.unwrap_or_else(|| settings.kafka.input_topic.clone());
     let reader: Box<dyn BufRead> = match &args.input {
         Some(p) => Box::new(BufReader::new(std::fs::File::open(p)?)),
         None => Box::new(BufReader::new(io::stdin().lock())),
     };
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?;
+    let producer: FutureProducer = kafka::producer(&k, "llama-mapper-produce", &[])?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let n = rt.block_on(async {
         let mut pending = Vec::new();
@@ -53,21 +52,25 @@ pub fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitCod
                 .ok()
                 .and_then(|v| v.get("tenant_id").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_default();
-            pending.push(crate::publish::enqueue(&producer, FutureRecord::to(&topic).key(&key).payload(&line))?);
+            pending.push(kafka::enqueue(&producer, FutureRecord::to(&topic).key(&key).payload(&line))?);
             n += 1;
             if pending.len() >= 10_000 {
-                for f in pending.drain(..) {
-                    f.await?.map_err(|(e, _)| e)?;
-                }
+                delivered(std::mem::take(&mut pending)).await?;
             }
         }
-        for f in pending {
-            f.await?.map_err(|(e, _)| e)?;
-        }
+        delivered(pending).await?;
         anyhow::Ok(n)
     })?;
     eprintln!("produced {n} records to {topic}");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn delivered(pending: Vec<rdkafka::producer::DeliveryFuture>) -> anyhow::Result<()> {
+    match kafka::await_all(pending, None).await {
+        Delivery::Delivered => Ok(()),
+        Delivery::Failed(_, e) => anyhow::bail!("a record was not delivered: {e}"),
+        Delivery::Interrupted => anyhow::bail!("interrupted"),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -89,15 +92,11 @@ pub struct TailArgs {
 }
 
 pub fn tail(settings: &Settings, args: TailArgs) -> anyhow::Result<ExitCode> {
-    let brokers = args.brokers.unwrap_or_else(|| settings.kafka.brokers.clone());
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("mapper-tail-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", "6000")
-        .create()?;
+    let mut k = settings.kafka.clone();
+    if let Some(b) = args.brokers {
+        k.brokers = b;
+    }
+    let consumer: BaseConsumer = kafka::reader(&k, "llama-mapper-tail")?;
     // Assign every partition from the start: no group join to wait for, nothing committed.
     let md = consumer.fetch_metadata(Some(&args.topic), Duration::from_secs(10))?;
     let mut tpl = rdkafka::TopicPartitionList::new();

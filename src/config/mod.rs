@@ -119,9 +119,13 @@ pub struct KafkaSettings {
     pub batch_timeout_ms: u64,
     pub output_format: WireFormat,
     /// About 6 s: long enough for a loaded host, short enough that a killed instance's
-    /// partitions move quickly (and tansu's group rejoin stays reliable).
+    /// partitions move quickly.
     pub session_timeout_ms: u32,
     pub transaction_timeout_ms: u32,
+    /// `/healthz` turns 503 when one batch has been in progress (read but not committed,
+    /// retries included) for longer than this: a stuck loop gets restarted by its probe.
+    /// Longer than a broker failover or a slow model batch; 0 disables the check.
+    pub stall_timeout_ms: u64,
     /// Extra librdkafka properties (security, tuning), passed through unchanged.
     pub client: BTreeMap<String, String>,
 }
@@ -142,6 +146,7 @@ impl Default for KafkaSettings {
             output_format: WireFormat::Json,
             session_timeout_ms: 6000,
             transaction_timeout_ms: 60_000,
+            stall_timeout_ms: 120_000,
             client: BTreeMap::new(),
         }
     }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use serde_json::Value;
@@ -51,11 +51,33 @@ pub struct SchemaSource {
     /// Answers per id, failures included (an id the registry does not know stays unknown);
     /// transport failures are not cached.
     cache: Arc<Mutex<HashMap<u32, SchemaAnswer>>>,
+    /// Ids the registry refused (401, 403, 500, …) while answering others: how often, and
+    /// until when it is no longer asked after [`SCHEMA_TRIES`] refusals.
+    refusals: Arc<Mutex<HashMap<u32, (u32, Option<Instant>)>>>,
+}
+
+/// Refusals of one id before its events are dead-lettered as `schema_unavailable`: a few
+/// batch retries (about two seconds of backoff) ride out a registry deploy, and an id that
+/// stays refused cannot stop its partition.
+pub const SCHEMA_TRIES: u32 = 5;
+/// How long an id given up on is not asked for again (its events go straight to the DLQ).
+const SCHEMA_GIVE_UP_FOR: Duration = Duration::from_secs(60);
+
+/// What the registry said about one id.
+enum Fetched {
+    Schema(Schema),
+    /// The id is not servable as it stands (404, not Avro): cached, the event is undecodable.
+    Final(Rejected),
+    /// The registry is down for everyone (no connection, timeout, 429/502/503/504): the
+    /// batch waits, never dead-lettered.
+    Down(Rejected),
+    /// The registry answers, but refuses this id: counted towards [`SCHEMA_TRIES`].
+    Refused(Rejected),
 }
 
 impl SchemaSource {
     pub fn new(local_id: u32, registry_url: Option<String>) -> Self {
-        SchemaSource { local_id, registry_url, cache: Default::default() }
+        SchemaSource { local_id, registry_url, cache: Default::default(), refusals: Default::default() }
     }
 
     fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, Rejected> {
@@ -71,10 +93,29 @@ impl SchemaSource {
                 ),
             ));
         };
-        let answer = fetch_schema(base, id).map(Arc::new);
-        if !matches!(&answer, Err(r) if r.reason == RejectReason::Unavailable) {
-            self.cache.lock().expect("schema cache").insert(id, answer.clone());
+        if let Some((n, Some(until))) = self.refusals.lock().expect("schema refusals").get(&id) {
+            if Instant::now() < *until {
+                return Err(given_up(id, *n));
+            }
         }
+        let answer = match fetch_schema(base, id) {
+            Fetched::Schema(s) => Ok(Arc::new(s)),
+            Fetched::Final(r) => Err(r),
+            Fetched::Down(r) => return Err(r),
+            Fetched::Refused(r) => {
+                let mut refusals = self.refusals.lock().expect("schema refusals");
+                let (n, until) = refusals.entry(id).or_insert((0, None));
+                *n += 1;
+                if *n < SCHEMA_TRIES {
+                    return Err(Rejected::new(RejectReason::Unavailable, r.detail));
+                }
+                *until = Some(Instant::now() + SCHEMA_GIVE_UP_FOR);
+                tracing::warn!(schema_id = id, refusals = *n, error = %r.detail, "registry keeps refusing a schema id; its events go to the dead-letter topic");
+                return Err(given_up(id, *n));
+            }
+        };
+        self.refusals.lock().expect("schema refusals").remove(&id);
+        self.cache.lock().expect("schema cache").insert(id, answer.clone());
         answer
     }
 
@@ -118,23 +159,52 @@ impl SchemaSource {
     }
 }
 
-/// `GET {base}/schemas/ids/{id}` → `{"schema": "<avsc>"}`. A transport failure is
-/// `Unavailable` (the batch is retried later), never a dead letter: the event is not at fault.
-fn fetch_schema(base: &str, id: u32) -> Result<Schema, Rejected> {
+fn given_up(id: u32, refusals: u32) -> Rejected {
+    Rejected::new(
+        RejectReason::SchemaUnavailable,
+        format!("the schema registry refused schema id {id} {refusals} times; not asked again for {SCHEMA_GIVE_UP_FOR:?}"),
+    )
+}
+
+/// `GET {base}/schemas/ids/{id}` → `{"schema": "<avsc>"}`.
+fn fetch_schema(base: &str, id: u32) -> Fetched {
     let url = format!("{}/schemas/ids/{id}", base.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
     let mut resp = match agent.get(&url).call() {
         Ok(r) => r,
         Err(ureq::Error::StatusCode(404)) => {
-            return Err(Rejected::new(RejectReason::Undecodable, format!("schema id {id} not found in the registry")))
+            return Fetched::Final(Rejected::new(
+                RejectReason::Undecodable,
+                format!("schema id {id} not found in the registry"),
+            ))
+        }
+        Err(ureq::Error::StatusCode(code @ (429 | 502 | 503 | 504))) => {
+            return Fetched::Down(Rejected::new(
+                RejectReason::Unavailable,
+                format!("schema registry unavailable (HTTP {code}) for id {id}"),
+            ))
+        }
+        Err(ureq::Error::StatusCode(code)) => {
+            return Fetched::Refused(Rejected::new(
+                RejectReason::Unavailable,
+                format!("schema registry answered HTTP {code} for id {id}"),
+            ))
         }
         Err(e) => {
-            return Err(Rejected::new(
+            return Fetched::Down(Rejected::new(
                 RejectReason::Unavailable,
                 format!("schema registry unreachable for id {id}: {e}"),
             ))
         }
     };
+    match parse_answer(id, &mut resp) {
+        Ok(s) => Fetched::Schema(s),
+        Err(r) if r.reason == RejectReason::Unavailable => Fetched::Down(r),
+        Err(r) => Fetched::Final(r),
+    }
+}
+
+fn parse_answer(id: u32, resp: &mut ureq::http::Response<ureq::Body>) -> Result<Schema, Rejected> {
     let text = resp.body_mut().read_to_string().map_err(|e| {
         Rejected::new(RejectReason::Unavailable, format!("registry answer for id {id} unreadable: {e}"))
     })?;
@@ -216,5 +286,52 @@ mod tests {
         // An unreachable registry is not the event's fault: retry, never dead-letter.
         let down = SchemaSource::new(1, Some(format!("http://127.0.0.1:{port}")));
         assert_eq!(down.decode_detector_event(&bytes).unwrap_err().reason, RejectReason::Unavailable);
+    }
+
+    /// A registry that answers every request with `status`, counting requests.
+    fn refusing_registry(status: u16) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&hits);
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let mut s = s.unwrap();
+                let _ = s.read(&mut [0u8; 1024]);
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = write!(s, "HTTP/1.1 {status} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        (url, hits)
+    }
+
+    #[test]
+    fn an_id_the_registry_keeps_refusing_is_dead_lettered_after_a_few_tries_not_retried_forever() {
+        let bytes = frame(77, &[0u8]);
+        let (url, hits) = refusing_registry(403);
+        let src = SchemaSource::new(1, Some(url));
+        for i in 1..SCHEMA_TRIES {
+            assert_eq!(src.decode_detector_event(&bytes).unwrap_err().reason, RejectReason::Unavailable, "try {i}");
+        }
+        let r = src.decode_detector_event(&bytes).unwrap_err();
+        assert_eq!(r.reason, RejectReason::SchemaUnavailable, "{r}");
+        assert!(r.detail.contains("77"), "{r}");
+        let asked = hits.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(asked, SCHEMA_TRIES as usize);
+        // Given up: the next events of that id go to the DLQ without asking again.
+        assert_eq!(src.decode_detector_event(&bytes).unwrap_err().reason, RejectReason::SchemaUnavailable);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), asked);
+    }
+
+    #[test]
+    fn a_registry_that_is_down_for_everyone_pauses_the_batch_however_often_it_is_asked() {
+        let bytes = frame(78, &[0u8]);
+        let (url, hits) = refusing_registry(503);
+        let src = SchemaSource::new(1, Some(url));
+        for _ in 0..(SCHEMA_TRIES * 2) {
+            assert_eq!(src.decode_detector_event(&bytes).unwrap_err().reason, RejectReason::Unavailable);
+        }
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), SCHEMA_TRIES as usize * 2);
     }
 }

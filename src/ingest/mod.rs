@@ -31,6 +31,16 @@ pub enum RejectReason {
     /// Not the input's fault: something it needs is unreachable (the schema registry). The
     /// batch is retried, never dead-lettered for this.
     Unavailable,
+    /// The registry is up but keeps refusing this one schema id (401/403/4xx/500): after a
+    /// few tries the input is dead-lettered so it cannot stop its partition.
+    SchemaUnavailable,
+    /// The detector output holds more labels than one event may carry.
+    TooManyLabels,
+    /// A mapped output is larger than the producer may send (`message.max.bytes`).
+    OutputTooLarge,
+    /// The broker refused to store an output for a reason of the record itself (its size
+    /// against the topic's `max.message.bytes`, a corrupt or invalid record).
+    OutputRejected,
 }
 
 impl RejectReason {
@@ -43,6 +53,10 @@ impl RejectReason {
             RejectReason::UnknownTenant => "unknown_tenant",
             RejectReason::OutputInvalid => "output_invalid",
             RejectReason::Unavailable => "unavailable",
+            RejectReason::SchemaUnavailable => "schema_unavailable",
+            RejectReason::TooManyLabels => "too_many_labels",
+            RejectReason::OutputTooLarge => "output_too_large",
+            RejectReason::OutputRejected => "output_rejected",
         }
     }
 }

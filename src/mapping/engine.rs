@@ -10,6 +10,19 @@ use crate::contracts::{CanonicalEvent, DetectorEvent, Lineage, Provenance, Route
 /// Longest `notes` the canonical schema allows.
 const MAX_NOTES: usize = 500;
 
+/// Most raw labels one event may carry. An unpacked detector can emit an object with
+/// thousands of keys; mapped, that is a canonical event far over Kafka's record limit. Such
+/// an event is refused (dead-lettered as `too_many_labels`) rather than truncated: silently
+/// dropping evidence is worse than parking it. The schemas bound `lineage` to match.
+pub const MAX_LABELS_PER_EVENT: usize = 256;
+
+/// An event the engine refuses to map.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the detector output holds {found} labels; at most {MAX_LABELS_PER_EVENT} are mapped per event")]
+pub struct TooManyLabels {
+    pub found: usize,
+}
+
 /// The mapping engine: the catalog and the operator's thresholds, shared by every batch.
 #[derive(Debug, Clone)]
 pub struct Mapper {
@@ -31,6 +44,8 @@ enum Placement {
 struct PreparedEvent {
     observations: Vec<(Observation, Placement, f64)>,
     has_pack: bool,
+    /// Set when the output held more than [`MAX_LABELS_PER_EVENT`] labels (then nothing else is).
+    too_many: Option<usize>,
 }
 
 /// A batch after the rules ran: what is left for the model is in [`PreparedBatch::queries`].
@@ -65,7 +80,11 @@ impl Mapper {
             .map(|event| {
                 let (pack, has_pack) = self.catalog.pack_for(&event.detector);
                 let override_t = self.thresholds.override_for(&event.detector, &event.tenant_id, event.environment());
-                let observations = extract(pack, &event.output)
+                let found = extract(pack, &event.output);
+                if found.len() > MAX_LABELS_PER_EVENT {
+                    return PreparedEvent { observations: Vec::new(), has_pack, too_many: Some(found.len()) };
+                }
+                let observations = found
                     .into_iter()
                     .map(|obs| {
                         let threshold = override_t.as_ref().map_or_else(|| pack.threshold_for(&obs.key), |(t, _)| *t);
@@ -84,7 +103,7 @@ impl Mapper {
                         (obs, placement, threshold)
                     })
                     .collect();
-                PreparedEvent { observations, has_pack }
+                PreparedEvent { observations, has_pack, too_many: None }
             })
             .collect();
         PreparedBatch { mapper: self, events, prepared, queries }
@@ -102,7 +121,7 @@ impl Mapper {
 
     /// Maps a batch with the rules alone (no model): what runs when no model is configured,
     /// and what the kill-switch forces.
-    pub fn map_rules_only(&self, events: &[DetectorEvent]) -> Vec<CanonicalEvent> {
+    pub fn map_rules_only(&self, events: &[DetectorEvent]) -> Vec<Result<CanonicalEvent, TooManyLabels>> {
         self.prepare(events).finish(&[])
     }
 }
@@ -115,7 +134,7 @@ impl PreparedBatch<'_> {
 
     /// Builds the canonical events, in input order. `answers[i]` answers `queries()[i]`; a
     /// missing, unusable or low-confidence answer falls back to `OTHER.Unknown`.
-    pub fn finish(self, answers: &[Option<ModelDecision>]) -> Vec<CanonicalEvent> {
+    pub fn finish(self, answers: &[Option<ModelDecision>]) -> Vec<Result<CanonicalEvent, TooManyLabels>> {
         let taxonomy = &self.mapper.catalog.taxonomy;
         let decided: Vec<Option<&ModelDecision>> = (0..self.queries.len())
             .map(|i| {
@@ -128,7 +147,10 @@ impl PreparedBatch<'_> {
         self.events
             .iter()
             .zip(self.prepared)
-            .map(|(event, prep)| build_event(self.mapper, event, prep, &decided))
+            .map(|(event, prep)| match prep.too_many {
+                Some(found) => Err(TooManyLabels { found }),
+                None => Ok(build_event(self.mapper, event, prep, &decided)),
+            })
             .collect()
     }
 }

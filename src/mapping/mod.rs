@@ -8,5 +8,5 @@ mod engine;
 pub mod extract;
 pub mod model;
 
-pub use engine::{Mapper, PreparedBatch};
+pub use engine::{Mapper, PreparedBatch, TooManyLabels, MAX_LABELS_PER_EVENT};
 pub use model::{LabelQuery, ModelDecision, ModelPolicy};

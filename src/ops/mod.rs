@@ -5,7 +5,7 @@
 //! count and no metric can carry content.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -39,6 +39,45 @@ pub struct Metrics {
     pub transactions: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub ready: Arc<AtomicBool>,
+    pub progress: Progress,
+}
+
+/// Whether the loop is making progress: `/healthz`'s answer. A batch starts when it is read
+/// and ends when it commits; retries of the same batch do not restart the clock, so a record
+/// that fails forever or a transaction that never completes shows as a stall.
+#[derive(Clone, Default)]
+pub struct Progress {
+    /// Milliseconds since the epoch when the open batch was read; 0 when idle.
+    busy_since_ms: Arc<AtomicI64>,
+    stall_after_ms: Arc<AtomicU64>,
+}
+
+impl Progress {
+    pub fn set_stall_timeout(&self, ms: u64) {
+        self.stall_after_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A batch is in progress (no-op while one already is).
+    pub fn busy(&self) {
+        let _ = self.busy_since_ms.compare_exchange(0, now_millis().max(1), Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// The open batch committed (or was handed to another instance).
+    pub fn done(&self) {
+        self.busy_since_ms.store(0, Ordering::SeqCst);
+    }
+
+    /// `Some(how long)` when the open batch has been in progress for longer than allowed.
+    pub fn stalled_for(&self) -> Option<std::time::Duration> {
+        let since = self.busy_since_ms.load(Ordering::SeqCst);
+        let limit = self.stall_after_ms.load(Ordering::Relaxed);
+        let busy = (now_millis() - since).max(0) as u64;
+        (since > 0 && limit > 0 && busy > limit).then(|| std::time::Duration::from_millis(busy))
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Metrics {
@@ -84,6 +123,7 @@ impl Metrics {
             )
             .unwrap()),
             ready: Arc::new(AtomicBool::new(false)),
+            progress: Progress::default(),
             registry,
         }
     }
@@ -163,14 +203,25 @@ impl Default for Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (joined the group and the
-/// producer is initialised) until the task is dropped.
+/// Serves `/metrics`, `/healthz` (the loop is not stalled: see [`Progress`]) and `/readyz`
+/// (joined the group and the producer is initialised) until the task is dropped.
 pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(|State(m): State<Metrics>| async move { m.render() }))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(|State(m): State<Metrics>| async move {
+                match m.progress.stalled_for() {
+                    None => (StatusCode::OK, "ok\n".to_string()),
+                    Some(d) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("stalled: one batch in progress for {} s without committing\n", d.as_secs()),
+                    ),
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(m): State<Metrics>| async move {
@@ -193,6 +244,24 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<Socket
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_in_progress_for_longer_than_the_stall_timeout_is_a_stall_until_it_commits() {
+        let p = Progress::default();
+        p.set_stall_timeout(20);
+        assert_eq!(p.stalled_for(), None, "idle is healthy");
+        p.busy();
+        assert_eq!(p.stalled_for(), None, "just started");
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        p.busy(); // a retry of the same batch does not restart the clock
+        assert!(p.stalled_for().is_some());
+        p.done();
+        assert_eq!(p.stalled_for(), None);
+        p.set_stall_timeout(0);
+        p.busy();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(p.stalled_for(), None, "0 disables the check");
+    }
 
     #[test]
     fn model_counters_are_read_at_scrape_time() {

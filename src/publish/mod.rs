@@ -81,27 +81,3 @@ impl Publisher {
         ])
     }
 }
-
-/// Enqueues a record, waiting while librdkafka's local queue is full (backpressure rather
-/// than an error or unbounded buffering). Other errors are returned as they are.
-pub fn enqueue<K, P>(
-    producer: &rdkafka::producer::FutureProducer,
-    mut rec: rdkafka::producer::FutureRecord<'_, K, P>,
-) -> rdkafka::error::KafkaResult<rdkafka::producer::DeliveryFuture>
-where
-    K: rdkafka::message::ToBytes + ?Sized,
-    P: rdkafka::message::ToBytes + ?Sized,
-{
-    use rdkafka::error::KafkaError;
-    use rdkafka::types::RDKafkaErrorCode;
-    loop {
-        match producer.send_result(rec) {
-            Ok(f) => return Ok(f),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                rec = back;
-                producer.poll(std::time::Duration::from_millis(20));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-}

@@ -5,13 +5,12 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
 use crate::config::Settings;
-use crate::stream::{client_config, ExtendWith};
+use crate::kafka::{self, Delivery};
 
 pub struct SinkDlq {
     producer: FutureProducer,
@@ -21,13 +20,8 @@ pub struct SinkDlq {
 
 impl SinkDlq {
     pub fn new(settings: &Settings, sink: &'static str) -> anyhow::Result<SinkDlq> {
-        let mut c = client_config(settings);
-        c.set("client.id", "llama-mapper-sink-dlq")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .extend_with(&settings.kafka.client);
         Ok(SinkDlq {
-            producer: c.create().context("creating the sink DLQ producer")?,
+            producer: kafka::producer(&settings.kafka, "llama-mapper-sink-dlq", &[])?,
             topic: settings.sink.dlq_topic.clone(),
             sink,
         })
@@ -40,7 +34,7 @@ impl SinkDlq {
     pub async fn send_all(&self, rejected: &[(&OwnedMessage, String)]) -> anyhow::Result<()> {
         use backon::Retryable;
         (|| self.try_send_all(rejected))
-            .retry(super::backoff().with_max_times(10))
+            .retry(kafka::backoff(Duration::from_millis(200)).with_max_times(10))
             .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "sink DLQ delivery failed; retrying"))
             .await
     }
@@ -52,12 +46,16 @@ impl SinkDlq {
                 reason = %reason, "record refused by the sink; sent to the sink dead-letter topic");
             let partition = m.partition().to_string();
             let offset = m.offset().to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "mapper.sink", value: Some(self.sink) })
-                .insert(Header { key: "mapper.reason", value: Some(reason.as_str()) })
-                .insert(Header { key: "mapper.source.topic", value: Some(m.topic()) })
-                .insert(Header { key: "mapper.source.partition", value: Some(partition.as_str()) })
-                .insert(Header { key: "mapper.source.offset", value: Some(offset.as_str()) });
+            let headers = kafka::headers(
+                [
+                    ("mapper.sink", self.sink.as_bytes()),
+                    ("mapper.reason", reason.as_bytes()),
+                    ("mapper.source.topic", m.topic().as_bytes()),
+                    ("mapper.source.partition", partition.as_bytes()),
+                    ("mapper.source.offset", offset.as_bytes()),
+                ]
+                .into_iter(),
+            );
             let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
             if let Some(k) = m.key() {
                 rec = rec.key(k);
@@ -65,16 +63,13 @@ impl SinkDlq {
             if let Some(p) = m.payload() {
                 rec = rec.payload(p);
             }
-            pending.push(crate::publish::enqueue(&self.producer, rec)?);
+            pending.push(kafka::enqueue(&self.producer, rec)?);
         }
-        for f in pending {
-            match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => anyhow::bail!("sink DLQ delivery failed: {e}"),
-                Err(_) => anyhow::bail!("sink DLQ delivery cancelled"),
-            }
+        match kafka::await_all(pending, None).await {
+            Delivery::Delivered => Ok(()),
+            Delivery::Failed(_, e) => anyhow::bail!("sink DLQ delivery failed: {e}"),
+            Delivery::Interrupted => anyhow::bail!("sink DLQ delivery interrupted"),
         }
-        Ok(())
     }
 
     pub fn flush(&self) {

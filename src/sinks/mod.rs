@@ -20,7 +20,6 @@ mod source;
 
 use std::time::Duration;
 
-use backon::ExponentialBuilder;
 use serde::de::DeserializeOwned;
 
 use crate::contracts::avro;
@@ -42,14 +41,10 @@ pub fn decode<T: DeserializeOwned>(contract: Contract, payload: Option<&[u8]>) -
     serde_json::from_value(value).map_err(|e| format!("not a {}: {e}", contract.file()))
 }
 
-/// Exponential with jitter, 200 ms to 10 s, never giving up: a sink waits out an outage of
-/// its store and catches up afterwards.
-pub(crate) fn backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_jitter()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .without_max_times()
+/// The shared backoff from 200 ms, never giving up: a sink waits out an outage of its store
+/// and catches up afterwards.
+pub(crate) fn backoff() -> backon::ExponentialBuilder {
+    crate::kafka::backoff(Duration::from_millis(200))
 }
 
 /// Milliseconds since the epoch of an RFC 3339 timestamp.

@@ -4,55 +4,77 @@
 //! One loop owns offsets, transactions and rebalances; the mapping itself is the pure
 //! [`Pipeline`]. Per batch, in exactly-once mode:
 //!
-//! 1. collect up to `batch_size` records (or what arrived within `batch_timeout_ms`);
-//! 2. if a rebalance revoked partitions meanwhile, drop the batch uncommitted: the new owner
-//!    (or we, after reassignment) re-reads it from the committed offsets;
-//! 3. decode, map, validate; rejected inputs become dead letters;
-//! 4. begin a transaction, produce every output and dead letter, add the batch's next
-//!    offsets with the consumer group metadata (`send_offsets_to_transaction`), commit.
+//! 1. collect up to `batch_size` records (or what arrived within `batch_timeout_ms`); a batch
+//!    never spans a rebalance ([`kafka::collect`]);
+//! 2. decode, map, validate; an input that cannot become outputs (undecodable, invalid, too
+//!    many labels, an output larger than the producer may send, one the broker refused) is
+//!    a dead letter instead, so one record never stops its partition;
+//! 3. begin a transaction, produce every output and dead letter, await every delivery, add
+//!    the batch's next offsets with the consumer group metadata, commit.
 //!
-//! A batch that does not commit (a failed transaction is aborted) is read again from the
-//! committed offsets after a jittered backoff: through `recv()`, so a pending rebalance runs. The transactional id is `<group>-<instance_id>`, stable
-//! across restarts, so a restarted instance fences its own zombie; the group metadata passed
-//! with the offsets fences zombies across rebalances (KIP-447).
+//! A batch that did not commit is read again: every partition of the batch is sought back to
+//! the batch's own first offset, which the loop knows without asking the broker. A seek that
+//! keeps failing stops the process (its restart resumes from the committed offsets) rather
+//! than read past an uncommitted batch. Transaction errors follow librdkafka's documented
+//! semantics: a retriable error (a timeout; the call goes on in the background) means call
+//! the same function again, never abort; an abortable one means abort and re-read; a fatal one
+//! ends the process. Every wait selects on shutdown, and `/healthz` turns 503 when one batch
+//! has been in progress for longer than `kafka.stall_timeout_ms`.
+//!
+//! The transactional id is `<group>-<instance_id>`, stable across restarts, so a restarted
+//! instance fences its own zombie (and `init_transactions` aborts what it left open); the
+//! group metadata passed with the offsets fences zombies across rebalances (KIP-447).
 //!
 //! At-least-once mode uses an idempotent producer and commits offsets only after every output
 //! of the batch was acknowledged: nothing is lost, a crash can repeat a batch.
 
 mod context;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
-use rdkafka::config::ClientConfig;
+use backon::{BackoffBuilder, Retryable};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::watch;
 
 use self::context::StreamContext;
 use crate::config::{Guarantee, Settings};
 use crate::ingest::dlq::{dead_letter, SourceCoords};
-use crate::ingest::{Decoder, RejectReason};
+use crate::ingest::{Decoder, RejectReason, Rejected};
+use crate::kafka::{self, BatchLimits, Delivery, Shutdown, TxnStep};
 use crate::model::ModelRuntime;
 use crate::ops::{self, Metrics};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Unmapped};
 use crate::publish::{OutputRecord, Publisher};
 
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest single wait on a transactional call before the loop looks at shutdown again. A
+/// call that times out keeps running inside librdkafka and is simply called again.
+const TXN_CALL: Duration = Duration::from_secs(5);
+/// `init_transactions` also waits for the broker to abort what a previous incarnation left.
+const TXN_INIT: Duration = Duration::from_secs(30);
+/// librdkafka's default `message.max.bytes`, the producer's limit when the operator sets none.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// Room for what librdkafka adds around a record (batch and record framing).
+const RECORD_OVERHEAD: usize = 512;
+/// Seeks of one rewind before the process stops instead of reading past a lost batch.
+const SEEK_TRIES: usize = 5;
+
+/// Where an input record is: the key of the per-record dead-letter decisions.
+type Coord = (String, i32, i64);
 
 /// What one batch produced, counted for the metrics once it is committed.
 #[derive(Default)]
 struct Processed {
     records: Vec<OutputRecord>,
+    /// For each record, the index of the input it came from.
+    origin: Vec<usize>,
     routes: BTreeMap<&'static str, u64>,
     labels: BTreeMap<&'static str, u64>,
     dlq: BTreeMap<&'static str, u64>,
@@ -60,17 +82,19 @@ struct Processed {
     invalid: u64,
 }
 
-/// Why a batch did not commit.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error(transparent)]
-    Kafka(KafkaError),
-    #[error("{0}")]
-    Transient(String),
+/// How one attempt at a batch ended.
+enum Outcome {
+    Committed(Processed),
+    /// Nothing of the batch is committed: rewind and read it again. `at_once` when the cause
+    /// was a record (now dead-lettered on the next attempt), not the broker.
+    Retry { error: String, at_once: bool },
+    /// Shutdown was requested while the outcome was still open.
+    Interrupted,
+    Fatal(anyhow::Error),
 }
 
 /// Runs until `shutdown` turns true; then finishes the open batch and leaves the group.
-pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let pipeline = Pipeline::load(&settings)?;
     // Loading blocks for as long as the weights take to read; a failure leaves rules-only
     // mapping (logged), never a processor that does not start.
@@ -81,6 +105,7 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
         .context("loading the model")?;
     let metrics = Metrics::new();
     metrics.watch_model(Arc::clone(&model.stats), model.is_loaded()).context("registering model metrics")?;
+    metrics.progress.set_stall_timeout(settings.kafka.stall_timeout_ms);
     let addr: SocketAddr = settings.metrics_addr.parse().context("metrics_addr")?;
     let bound = ops::serve(addr, metrics.clone()).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(metrics = %bound, "metrics, /healthz and /readyz listening");
@@ -88,44 +113,44 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
     let k = &settings.kafka;
     let instance = k.instance_id.clone().unwrap_or_else(hostname);
     let ctx = StreamContext { generation: Default::default(), metrics: metrics.clone() };
-    let consumer: StreamConsumer<StreamContext> = client_config(&settings)
-        .set("group.id", &k.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", k.session_timeout_ms.to_string())
-        .set("statistics.interval.ms", "5000")
-        // Bounded prefetch: backpressure instead of buffering the topic in memory.
-        .set("queued.max.messages.kbytes", "16384")
-        // librdkafka's 500 ms default long-poll shows up directly as latency at low rates.
-        .set("fetch.wait.max.ms", "100")
-        .extend_with(&k.client)
-        .create_with_context(ctx)
-        .context("creating the consumer")?;
-    let mut producer_cfg = client_config(&settings);
-    producer_cfg.set("linger.ms", "5").set("enable.idempotence", "true");
+    let consumer: StreamConsumer<StreamContext> = kafka::group_consumer(
+        k,
+        "llama-mapper",
+        &k.group,
+        &[
+            ("statistics.interval.ms", "5000".into()),
+            // Bounded prefetch: backpressure instead of buffering the topic in memory.
+            ("queued.max.messages.kbytes", "16384".into()),
+            // librdkafka's 500 ms default long-poll shows up directly as latency at low rates.
+            ("fetch.wait.max.ms", "100".into()),
+        ],
+        ctx,
+    )?;
+    let mut extra = Vec::new();
     if k.guarantee == Guarantee::ExactlyOnce {
-        producer_cfg
-            .set("transactional.id", format!("{}-{instance}", k.group))
-            .set("transaction.timeout.ms", k.transaction_timeout_ms.to_string());
+        extra.push(("transactional.id", format!("{}-{instance}", k.group)));
+        extra.push(("transaction.timeout.ms", k.transaction_timeout_ms.to_string()));
     }
-    let producer: FutureProducer = producer_cfg.extend_with(&k.client).create().context("creating the producer")?;
+    let producer: FutureProducer = kafka::producer(k, "llama-mapper", &extra)?;
     if k.guarantee == Guarantee::ExactlyOnce {
-        (|| async { tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT)) })
-            .retry(backoff().with_max_times(20))
-            .when(|e| !is_fatal(e))
+        (|| async { tokio::task::block_in_place(|| producer.init_transactions(TXN_INIT)) })
+            .retry(kafka::backoff(Duration::from_millis(100)).with_max_times(20))
+            .when(|e| !kafka::is_fatal(e))
             .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "init_transactions failed"))
             .await
             .context("initialising transactions")?;
     }
     consumer.subscribe(&[k.input_topic.as_str()]).context("subscribing")?;
+    let max_record_bytes = match k.client.get("message.max.bytes") {
+        Some(v) => v.parse().with_context(|| format!("kafka.client.message.max.bytes = {v:?} is not a number"))?,
+        None => DEFAULT_MESSAGE_MAX_BYTES,
+    };
     tracing::info!(
         brokers = %k.brokers, group = %k.group, instance = %instance, input = %k.input_topic,
         guarantee = ?k.guarantee, "mapper run started"
     );
 
-    let mut processor = Processor {
+    let processor = Processor {
         pipeline: &pipeline,
         model: &model,
         decoder: Decoder::new(&pipeline.contracts, &settings),
@@ -134,6 +159,7 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
         metrics: &metrics,
         consumer: &consumer,
         producer: &producer,
+        max_record_bytes,
     };
     let result = processor.run_loop(&mut shutdown).await;
     metrics.set_ready(false);
@@ -152,59 +178,329 @@ struct Processor<'a> {
     metrics: &'a Metrics,
     consumer: &'a StreamConsumer<StreamContext>,
     producer: &'a FutureProducer,
+    /// The producer's `message.max.bytes`: an output over it is dead-lettered before it is
+    /// sent, so it never costs an aborted transaction.
+    max_record_bytes: usize,
 }
 
 impl Processor<'_> {
-    async fn run_loop(&mut self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+    fn generation(&self) -> u64 {
+        self.consumer.context().generation.load(Ordering::SeqCst)
+    }
+
+    async fn run_loop(&self, shutdown: &mut Shutdown) -> anyhow::Result<()> {
+        let k = &self.settings.kafka;
+        let limits =
+            BatchLimits { max_records: k.batch_size.max(1), linger: Duration::from_millis(k.batch_timeout_ms) };
         // Backoff for consecutive failed batches; reset by the next commit.
-        let mut delays = backoff().build();
+        let mut delays = kafka::backoff(Duration::from_millis(100)).build();
+        // Inputs whose outputs the broker refused for a reason of the record itself: on the
+        // batch's next attempt each goes to the DLQ instead. Cleared by a commit.
+        let mut refused: HashMap<Coord, Rejected> = HashMap::new();
         while !*shutdown.borrow() {
-            let generation = self.consumer.context().generation.load(Ordering::SeqCst);
-            let batch = self.next_batch(shutdown).await?;
+            let batch = kafka::collect(self.consumer, limits, shutdown, || self.generation()).await;
             if batch.is_empty() {
                 continue;
             }
-            if self.consumer.context().generation.load(Ordering::SeqCst) != generation {
-                tracing::info!(records = batch.len(), "rebalance during batch: dropped uncommitted, will be re-read");
-                self.rewind();
-                continue;
-            }
+            let generation = self.generation();
+            self.metrics.progress.busy();
             let started = Instant::now();
-            // Decoding may fetch a schema from the registry: blocking I/O, off the async workers.
-            let processed = tokio::task::block_in_place(|| self.process(&batch));
-            let mapped_in = started.elapsed();
-            let outcome = match processed {
-                Ok(out) => {
-                    self.deliver(&out.records, &next_offsets(&batch)?).await.map(|()| out).map_err(Failure::Kafka)
-                }
-                Err(transient) => Err(Failure::Transient(transient)),
-            };
-            match outcome {
-                Ok(out) => {
-                    delays = backoff().build();
+            match self.attempt(&batch, &mut refused, shutdown).await {
+                Outcome::Committed(out) => {
+                    delays = kafka::backoff(Duration::from_millis(100)).build();
+                    refused.clear();
+                    self.metrics.progress.done();
                     self.record_committed(&batch, &out);
-                    tracing::debug!(records = batch.len(), mapping = ?mapped_in, total = ?started.elapsed(), "batch committed");
+                    tracing::debug!(records = batch.len(), took = ?started.elapsed(), "batch committed");
                 }
-                Err(Failure::Kafka(e)) if is_fatal(&e) => {
-                    return Err(anyhow::Error::new(e).context(
-                        "fatal Kafka error: fenced by another instance with the same transactional id? \
-                         (give every instance its own --instance-id)",
-                    ));
+                Outcome::Interrupted => {
+                    tracing::warn!(
+                        "stopping with a transaction whose outcome is open: the broker aborts it after \
+                         kafka.transaction_timeout_ms, or this instance's next start fences it at once"
+                    );
+                    return Ok(());
                 }
-                Err(failure) => {
-                    // Nothing of the batch is committed. Go back to the committed offsets and
-                    // read it again through `recv()`, which also lets a pending rebalance run.
-                    let wait = delays.next().unwrap_or(MAX_BACKOFF);
-                    tracing::warn!(error = %failure, retry_in = ?wait, "batch not committed; re-reading it");
-                    self.rewind();
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.changed() => {}
+                Outcome::Fatal(e) => return Err(e),
+                Outcome::Retry { error, at_once } => {
+                    let wait = if at_once { Duration::ZERO } else { delays.next().unwrap_or(Duration::from_secs(10)) };
+                    tracing::warn!(error = %error, retry_in = ?wait, records = batch.len(), "batch not committed; re-reading it");
+                    self.rewind(&kafka::first_offsets(&batch), generation)?;
+                    if !wait.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.wait_for(|s| *s) => {}
+                        }
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    async fn attempt(
+        &self,
+        batch: &[OwnedMessage],
+        refused: &mut HashMap<Coord, Rejected>,
+        shutdown: &mut Shutdown,
+    ) -> Outcome {
+        // Decoding may fetch a schema from the registry: blocking I/O, off the async workers.
+        let processed = match tokio::task::block_in_place(|| self.process(batch, refused)) {
+            Ok(p) => p,
+            Err(transient) => return Outcome::Retry { error: transient, at_once: false },
+        };
+        let offsets = match kafka::next_offsets(batch) {
+            Ok(o) => o,
+            Err(e) => return Outcome::Fatal(e),
+        };
+        match self.settings.kafka.guarantee {
+            Guarantee::ExactlyOnce => self.transact(batch, processed, &offsets, refused, shutdown).await,
+            Guarantee::AtLeastOnce => self.at_least_once(batch, processed, &offsets, refused, shutdown).await,
+        }
+    }
+
+    async fn transact(
+        &self,
+        batch: &[OwnedMessage],
+        processed: Processed,
+        offsets: &TopicPartitionList,
+        refused: &mut HashMap<Coord, Rejected>,
+        shutdown: &mut Shutdown,
+    ) -> Outcome {
+        if let Err(e) = self.producer.begin_transaction() {
+            return self.abort_and(shutdown, kafka::txn_step(&e), e.to_string(), false).await;
+        }
+        let futures = match self.send_all(&processed.records) {
+            Ok(f) => f,
+            Err((i, e)) => {
+                let at_once = self.refuse(batch, &processed, i, &e, refused);
+                return self.abort_and(shutdown, TxnStep::Abort, e.to_string(), at_once).await;
+            }
+        };
+        match kafka::await_all(futures, Some(shutdown)).await {
+            Delivery::Delivered => {}
+            Delivery::Interrupted => return Outcome::Interrupted,
+            Delivery::Failed(i, e) => {
+                let at_once = self.refuse(batch, &processed, i, &e, refused);
+                return self.abort_and(shutdown, TxnStep::Abort, e.to_string(), at_once).await;
+            }
+        }
+        let Some(cgm) = self.consumer.group_metadata() else {
+            return self.abort_and(shutdown, TxnStep::Abort, "no consumer group metadata (rebalance)".into(), false).await;
+        };
+        let sent = self
+            .txn_call("send_offsets_to_transaction", shutdown, false, || {
+                self.producer.send_offsets_to_transaction(offsets, &cgm, TXN_CALL)
+            })
+            .await;
+        match sent {
+            Ok(()) => {}
+            // Shutdown while the call runs on: an abort now would conflict with it.
+            Err((TxnStep::Retry, _)) => return Outcome::Interrupted,
+            Err((step, e)) => return self.abort_and(shutdown, step, e, false).await,
+        }
+        match self.txn_call("commit_transaction", shutdown, false, || self.producer.commit_transaction(TXN_CALL)).await {
+            Ok(()) => {
+                self.metrics.transactions.with_label_values(&["commit"]).inc();
+                Outcome::Committed(processed)
+            }
+            Err((TxnStep::Retry, _)) => Outcome::Interrupted,
+            Err((step, e)) => self.abort_and(shutdown, step, e, false).await,
+        }
+    }
+
+    async fn at_least_once(
+        &self,
+        batch: &[OwnedMessage],
+        processed: Processed,
+        offsets: &TopicPartitionList,
+        refused: &mut HashMap<Coord, Rejected>,
+        shutdown: &mut Shutdown,
+    ) -> Outcome {
+        let futures = match self.send_all(&processed.records) {
+            Ok(f) => f,
+            Err((i, e)) => {
+                let at_once = self.refuse(batch, &processed, i, &e, refused);
+                return Outcome::Retry { error: e.to_string(), at_once };
+            }
+        };
+        match kafka::await_all(futures, Some(shutdown)).await {
+            Delivery::Delivered => {}
+            // Nothing committed: the restart repeats the batch, which this mode allows.
+            Delivery::Interrupted => return Outcome::Interrupted,
+            Delivery::Failed(i, e) => {
+                let at_once = self.refuse(batch, &processed, i, &e, refused);
+                return Outcome::Retry { error: e.to_string(), at_once };
+            }
+        }
+        match tokio::task::block_in_place(|| self.consumer.commit(offsets, CommitMode::Sync)) {
+            Ok(()) => Outcome::Committed(processed),
+            Err(e) if kafka::is_fatal(&e) => Outcome::Fatal(anyhow::Error::new(e).context("committing offsets")),
+            Err(e) => Outcome::Retry { error: format!("offset commit: {e}"), at_once: false },
+        }
+    }
+
+    /// Records that record `i` failed with `e`. When the error is the record's own (its size,
+    /// its validity), its input goes to the DLQ on the next attempt, and `true` says the
+    /// attempt can follow at once. A dead letter refused itself is not retried that way (it
+    /// would loop): that waits like a broker problem.
+    fn refuse(
+        &self,
+        batch: &[OwnedMessage],
+        processed: &Processed,
+        i: usize,
+        e: &KafkaError,
+        refused: &mut HashMap<Coord, Rejected>,
+    ) -> bool {
+        let record = &processed.records[i];
+        if !kafka::is_record_level(e) || record.topic == self.settings.kafka.dlq_topic {
+            return false;
+        }
+        let msg = &batch[processed.origin[i]];
+        tracing::warn!(topic = %record.topic, partition = msg.partition(), offset = msg.offset(), error = %e,
+            "the broker refused an output record; its input goes to the dead-letter topic");
+        refused.insert(
+            coord(msg),
+            Rejected::new(RejectReason::OutputRejected, format!("the broker refused the {} record: {e}", record.topic)),
+        );
+        true
+    }
+
+    /// Aborts the open transaction (unless `step` says the producer is gone), then says what
+    /// the loop does next.
+    async fn abort_and(&self, shutdown: &mut Shutdown, step: TxnStep, error: String, at_once: bool) -> Outcome {
+        if step == TxnStep::Fatal {
+            return Outcome::Fatal(anyhow::anyhow!(
+                "fatal Kafka error: {error} (fenced by another instance with the same transactional id? \
+                 give every instance its own kafka.instance_id)"
+            ));
+        }
+        self.metrics.transactions.with_label_values(&["abort"]).inc();
+        match self.txn_call("abort_transaction", shutdown, true, || self.producer.abort_transaction(TXN_CALL)).await {
+            Ok(()) => Outcome::Retry { error, at_once },
+            Err((TxnStep::Fatal, e)) => Outcome::Fatal(anyhow::anyhow!("fatal Kafka error while aborting: {e}")),
+            Err(_) => Outcome::Interrupted,
+        }
+    }
+
+    /// Calls a transactional API until it succeeds. A retriable error means the call is still
+    /// running inside librdkafka (it timed out here, not there): call the same API again, as
+    /// librdkafka documents, never another one. Returns the step to take otherwise; a
+    /// shutdown while retrying returns `Retry` (the outcome stays open).
+    async fn txn_call(
+        &self,
+        what: &'static str,
+        shutdown: &mut Shutdown,
+        aborting: bool,
+        call: impl Fn() -> KafkaResult<()>,
+    ) -> Result<(), (TxnStep, String)> {
+        let mut delays = kafka::backoff(Duration::from_millis(50)).build();
+        loop {
+            let e = match tokio::task::block_in_place(&call) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let step = match kafka::txn_step(&e) {
+                // An abort that "requires an abort" is an abort to call again.
+                TxnStep::Abort if aborting => TxnStep::Retry,
+                s => s,
+            };
+            if step != TxnStep::Retry {
+                return Err((step, e.to_string()));
+            }
+            if *shutdown.borrow() {
+                return Err((TxnStep::Retry, e.to_string()));
+            }
+            let wait = delays.next().unwrap_or(Duration::from_secs(10));
+            tracing::warn!(error = %e, retry_in = ?wait, "{what} has not completed; calling it again");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
+        }
+    }
+
+    /// Seeks every partition of an uncommitted batch back to where the batch started, and
+    /// stops the process (its restart resumes from the committed offsets) when that cannot be
+    /// done: reading on would commit past the batch.
+    ///
+    /// Without a rebalance since the batch was read, that place is the batch's own first
+    /// offset, known here. After one, another instance may have processed the partitions
+    /// meanwhile, so the committed offset is the truth: partitions no longer ours are left to
+    /// their owner, the others are sought to their committed offsets.
+    fn rewind(&self, first: &BTreeMap<(String, i32), i64>, generation: u64) -> anyhow::Result<()> {
+        let mut targets: Vec<(String, i32, Offset)> = Vec::with_capacity(first.len());
+        if self.generation() == generation {
+            targets.extend(first.iter().map(|((t, p), o)| (t.clone(), *p, Offset::Offset(*o))));
+        } else {
+            self.metrics.progress.done();
+            let assigned = self.consumer.assignment().context("reading the assignment for a rewind")?;
+            let mut ours = TopicPartitionList::new();
+            for (t, p) in first.keys() {
+                if assigned.find_partition(t, *p).is_some() {
+                    ours.add_partition(t, *p);
+                }
+            }
+            if ours.count() == 0 {
+                return Ok(());
+            }
+            let committed = self.committed(&ours)?;
+            targets.extend(committed);
+        }
+        for (topic, partition, offset) in targets {
+            let mut tries = 0;
+            while let Err(e) = self.consumer.seek(&topic, partition, offset, Duration::from_secs(5)) {
+                if self.consumer.assignment().is_ok_and(|a| a.find_partition(&topic, partition).is_none()) {
+                    break; // revoked while we tried: not ours to rewind
+                }
+                tries += 1;
+                if tries >= SEEK_TRIES {
+                    anyhow::bail!(
+                        "cannot rewind {topic}/{partition} to {offset:?} after an uncommitted batch ({e}); \
+                         stopping rather than skipping it (a restart resumes from the committed offset)"
+                    );
+                }
+                tracing::warn!(error = %e, partition, ?offset, "seek for a rewind failed; retrying");
+                std::thread::sleep(Duration::from_millis(200 * tries as u64));
+            }
+        }
+        Ok(())
+    }
+
+    /// The committed offsets of `tpl`, each checked: a per-partition error is retried and
+    /// then fatal, never read as "nothing committed" (which would re-read the retention).
+    fn committed(&self, tpl: &TopicPartitionList) -> anyhow::Result<Vec<(String, i32, Offset)>> {
+        let mut last = String::new();
+        for tries in 1..=SEEK_TRIES {
+            match self.consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(c) => {
+                    let mut out = Vec::with_capacity(c.count());
+                    let mut bad = None;
+                    for e in c.elements() {
+                        if let Err(err) = e.error() {
+                            bad = Some(format!("{}/{}: {err}", e.topic(), e.partition()));
+                            break;
+                        }
+                        let offset = match e.offset() {
+                            Offset::Offset(o) => Offset::Offset(o),
+                            // Truly nothing committed yet: auto.offset.reset=earliest.
+                            _ => Offset::Beginning,
+                        };
+                        out.push((e.topic().to_string(), e.partition(), offset));
+                    }
+                    match bad {
+                        None => return Ok(out),
+                        Some(b) => last = b,
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tracing::warn!(error = %last, "reading committed offsets for a rewind failed; retrying");
+            std::thread::sleep(Duration::from_millis(200 * tries as u64));
+        }
+        anyhow::bail!(
+            "cannot read the committed offsets to rewind after a rebalance ({last}); \
+             stopping rather than skipping a batch (a restart resumes from the committed offsets)"
+        )
     }
 
     /// Metrics of a committed batch (only committed work is counted as out).
@@ -232,59 +528,25 @@ impl Processor<'_> {
         m.update_ratios();
     }
 
-    async fn next_batch(&self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Vec<OwnedMessage>> {
-        let k = &self.settings.kafka;
-        let mut batch = Vec::with_capacity(k.batch_size);
-        let first = tokio::select! {
-            m = self.consumer.recv() => m,
-            _ = shutdown.changed() => return Ok(batch),
-        };
-        match first {
-            Ok(m) => batch.push(m.detach()),
-            Err(e) => {
-                tracing::warn!(error = %e, "consume error");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                return Ok(batch);
-            }
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(k.batch_timeout_ms);
-        while batch.len() < k.batch_size {
-            tokio::select! {
-                m = self.consumer.recv() => match m {
-                    Ok(m) => batch.push(m.detach()),
-                    Err(e) => { tracing::warn!(error = %e, "consume error"); break; }
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
-        }
-        Ok(batch)
-    }
-
     /// Decode, map and encode one batch: the outputs of every input, in input order. `Err`
     /// only for a transient problem (the schema registry unreachable): the batch is retried.
-    fn process(&self, batch: &[OwnedMessage]) -> Result<Processed, String> {
+    fn process(&self, batch: &[OwnedMessage], refused: &HashMap<Coord, Rejected>) -> Result<Processed, String> {
         let mut out = Processed::default();
         let mut slots: Vec<Option<Vec<OutputRecord>>> = vec![None; batch.len()];
         let mut events = Vec::with_capacity(batch.len());
         let mut event_slots = Vec::with_capacity(batch.len());
         for (i, msg) in batch.iter().enumerate() {
-            let payload = msg.payload().unwrap_or_default();
-            match self.decoder.decode(payload) {
+            if let Some(rej) = refused.get(&coord(msg)) {
+                slots[i] = Some(vec![self.reject(msg, rej, &mut out)]);
+                continue;
+            }
+            match self.decoder.decode(msg.payload().unwrap_or_default()) {
                 Ok(ev) => {
                     events.push(ev);
                     event_slots.push(i);
                 }
                 Err(rej) if rej.reason == RejectReason::Unavailable => return Err(rej.to_string()),
-                Err(rej) => {
-                    let src = coords(msg);
-                    tracing::warn!(
-                        reason = rej.reason.as_str(), error = %rej.detail,
-                        topic = %src.topic, partition = src.partition, offset = src.offset,
-                        "input rejected to the dead-letter topic"
-                    );
-                    *out.dlq.entry(rej.reason.as_str()).or_default() += 1;
-                    slots[i] = Some(vec![self.dlq_record(msg, dead_letter(&rej, payload, &src))]);
-                }
+                Err(rej) => slots[i] = Some(vec![self.reject(msg, &rej, &mut out)]),
             }
         }
         // The batch's unknown labels go to the model together (its own batching), bounded by
@@ -299,63 +561,69 @@ impl Processor<'_> {
         for (result, &i) in mapped.into_iter().zip(&event_slots) {
             let msg = &batch[i];
             let src = coords(msg);
-            let encoded = result.map_err(|v| v.to_string()).and_then(|mapped| {
-                let recs = self.publisher.records(&mapped, &src).map_err(|e| e.to_string())?;
-                out.valid += 2;
-                for l in &mapped.canonical.lineage {
-                    *out.labels.entry(l.route.as_str()).or_default() += 1;
-                }
-                *out.routes.entry(mapped.canonical.provenance.route.as_str()).or_default() += 1;
-                tracing::debug!(
-                    tenant = %mapped.canonical.provenance.tenant_id, detector = %mapped.canonical.provenance.detector,
-                    labels = ?mapped.canonical.taxonomy, partition = src.partition, offset = src.offset, "mapped"
-                );
-                Ok(Vec::from(recs))
-            });
-            slots[i] = Some(match encoded {
+            let records = match result {
+                Ok(mapped) => match self.publisher.records(&mapped, &src) {
+                    Ok(recs) => match recs.iter().find(|r| record_bytes(r) > self.max_record_bytes) {
+                        Some(big) => Err(Rejected::new(
+                            RejectReason::OutputTooLarge,
+                            format!(
+                                "the {} record would be {} bytes; the producer's message.max.bytes is {}",
+                                big.topic,
+                                record_bytes(big),
+                                self.max_record_bytes
+                            ),
+                        )),
+                        None => {
+                            out.valid += 2;
+                            for l in &mapped.canonical.lineage {
+                                *out.labels.entry(l.route.as_str()).or_default() += 1;
+                            }
+                            *out.routes.entry(mapped.canonical.provenance.route.as_str()).or_default() += 1;
+                            tracing::debug!(
+                                tenant = %mapped.canonical.provenance.tenant_id, detector = %mapped.canonical.provenance.detector,
+                                labels = ?mapped.canonical.taxonomy, partition = src.partition, offset = src.offset, "mapped"
+                            );
+                            Ok(Vec::from(recs))
+                        }
+                    },
+                    // An output that fails its Avro encoding is a bug, like a schema violation.
+                    Err(e) => Err(self.output_invalid(e.to_string(), &mut out)),
+                },
+                Err(Unmapped::TooManyLabels(e)) => Err(Rejected::new(RejectReason::TooManyLabels, e.to_string())),
+                Err(Unmapped::Invalid(v)) => Err(self.output_invalid(v.to_string(), &mut out)),
+            };
+            slots[i] = Some(match records {
                 Ok(r) => r,
-                Err(bug) => {
-                    // An output that fails its schema (or its Avro encoding) is a bug: it is not
-                    // emitted, and the input is parked in the DLQ so nothing is lost.
-                    out.invalid += 1;
-                    *out.dlq.entry(RejectReason::OutputInvalid.as_str()).or_default() += 1;
-                    tracing::error!(error = %bug, partition = src.partition, offset = src.offset, "output failed its schema");
-                    let rej = crate::ingest::Rejected::new(RejectReason::OutputInvalid, bug);
-                    vec![self.dlq_record(msg, dead_letter(&rej, msg.payload().unwrap_or_default(), &src))]
-                }
+                Err(rej) => vec![self.reject(msg, &rej, &mut out)],
             });
         }
-        out.records = slots.into_iter().flatten().flatten().collect();
+        for (i, recs) in slots.into_iter().enumerate() {
+            for r in recs.into_iter().flatten() {
+                out.records.push(r);
+                out.origin.push(i);
+            }
+        }
         Ok(out)
     }
 
-    /// Puts every assigned partition back at its committed offset, so a batch that did not
-    /// commit is read again. The committed offset, not the batch start, is the truth: after a
-    /// rebalance the partition may have been processed further by another instance meanwhile.
-    fn rewind(&self) {
-        let assigned = match self.consumer.assignment() {
-            Ok(a) if a.count() > 0 => a,
-            _ => return,
-        };
-        let committed = match self.consumer.committed_offsets(assigned, Duration::from_secs(10)) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading committed offsets for a rewind failed");
-                return;
-            }
-        };
-        for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning, // nothing committed yet: auto.offset.reset=earliest
-            };
-            if let Err(err) = self.consumer.seek(e.topic(), e.partition(), offset, Duration::from_secs(5)) {
-                tracing::warn!(error = %err, partition = e.partition(), "seek for a rewind failed");
-            }
-        }
+    /// An output that failed its schema is a bug: it is not emitted, and its input is parked
+    /// in the DLQ so nothing is lost.
+    fn output_invalid(&self, bug: String, out: &mut Processed) -> Rejected {
+        out.invalid += 1;
+        tracing::error!(error = %bug, "output failed its schema");
+        Rejected::new(RejectReason::OutputInvalid, bug)
     }
 
-    fn dlq_record(&self, msg: &OwnedMessage, dl: crate::ingest::dlq::DeadLetter) -> OutputRecord {
+    /// The dead letter of an input, counted.
+    fn reject(&self, msg: &OwnedMessage, rej: &Rejected, out: &mut Processed) -> OutputRecord {
+        let src = coords(msg);
+        tracing::warn!(
+            reason = rej.reason.as_str(), error = %rej.detail,
+            topic = %src.topic, partition = src.partition, offset = src.offset,
+            "input rejected to the dead-letter topic"
+        );
+        *out.dlq.entry(rej.reason.as_str()).or_default() += 1;
+        let dl = dead_letter(rej, msg.payload().unwrap_or_default(), &src);
         OutputRecord {
             topic: self.settings.kafka.dlq_topic.clone(),
             key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
@@ -364,146 +632,33 @@ impl Processor<'_> {
         }
     }
 
-    async fn deliver(&self, records: &[OutputRecord], offsets: &TopicPartitionList) -> Result<(), KafkaError> {
-        match self.settings.kafka.guarantee {
-            Guarantee::ExactlyOnce => {
-                self.producer.begin_transaction()?;
-                let sent = self.send_all(records);
-                let result = match sent {
-                    Ok(_futures) => {
-                        let cgm = self.consumer.group_metadata().ok_or(KafkaError::NoMessageReceived)?;
-                        tokio::task::block_in_place(|| {
-                            self.producer.send_offsets_to_transaction(offsets, &cgm, TXN_TIMEOUT)?;
-                            self.producer.commit_transaction(TXN_TIMEOUT)
-                        })
-                    }
-                    Err(e) => Err(e),
-                };
-                match &result {
-                    Ok(()) => self.metrics.transactions.with_label_values(&["commit"]).inc(),
-                    Err(e) => {
-                        self.metrics.transactions.with_label_values(&["abort"]).inc();
-                        if !is_fatal(e) {
-                            self.abort().await?;
-                        }
-                    }
-                }
-                result
-            }
-            Guarantee::AtLeastOnce => {
-                let futures = self.send_all(records)?;
-                for f in futures {
-                    match f.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((e, _))) => return Err(e),
-                        Err(_) => return Err(KafkaError::Canceled),
-                    }
-                }
-                self.consumer.commit(offsets, CommitMode::Sync)
-            }
-        }
-    }
-
-    /// Aborts the open transaction, retrying a retriable failure (librdkafka asks for that on
-    /// timeouts): a producer left in the aborting state could not begin the next batch.
-    async fn abort(&self) -> Result<(), KafkaError> {
-        let mut delays = backoff().build();
-        loop {
-            match tokio::task::block_in_place(|| self.producer.abort_transaction(TXN_TIMEOUT)) {
-                Ok(()) => return Ok(()),
-                Err(e) if is_fatal(&e) => return Err(e),
-                Err(e) => {
-                    let wait = delays.next().unwrap_or(MAX_BACKOFF);
-                    tracing::warn!(error = %e, retry_in = ?wait, "abort_transaction failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-
-    fn send_all(&self, records: &[OutputRecord]) -> Result<Vec<rdkafka::producer::DeliveryFuture>, KafkaError> {
+    /// Enqueues every record; on an enqueue error, which record and why.
+    fn send_all(&self, records: &[OutputRecord]) -> Result<Vec<DeliveryFuture>, (usize, KafkaError)> {
         let mut futures = Vec::with_capacity(records.len());
-        for r in records {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for (k, v) in &r.headers {
-                headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
-            }
+        for (i, r) in records.iter().enumerate() {
+            let headers = kafka::headers(r.headers.iter().map(|(k, v)| (*k, v.as_bytes())));
             let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(&r.topic).key(r.key.as_str()).headers(headers);
             if let Some(p) = &r.payload {
                 rec = rec.payload(p.as_slice());
             }
-            futures.push(crate::publish::enqueue(self.producer, rec)?);
+            futures.push(kafka::enqueue(self.producer, rec).map_err(|e| (i, e))?);
         }
         Ok(futures)
     }
 }
 
-pub(crate) fn client_config(settings: &Settings) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.kafka.brokers);
-    c.set("client.id", "llama-mapper");
-    c
-}
-
-/// The user's `kafka.client` properties, applied last so they can override our defaults.
-pub(crate) trait ExtendWith {
-    fn extend_with(&mut self, extra: &BTreeMap<String, String>) -> &mut Self;
-}
-
-impl ExtendWith for ClientConfig {
-    fn extend_with(&mut self, extra: &BTreeMap<String, String>) -> &mut Self {
-        for (k, v) in extra {
-            self.set(k, v);
-        }
-        self
-    }
+/// What a record weighs against `message.max.bytes`.
+fn record_bytes(r: &OutputRecord) -> usize {
+    let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    r.payload.as_ref().map_or(0, Vec::len) + r.key.len() + headers + RECORD_OVERHEAD
 }
 
 fn coords(m: &OwnedMessage) -> SourceCoords {
     SourceCoords { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() }
 }
 
-fn next_offsets_map(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), i64> {
-    let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for m in batch {
-        let e = out.entry((m.topic().to_string(), m.partition())).or_insert(m.offset() + 1);
-        *e = (*e).max(m.offset() + 1);
-    }
-    out
-}
-
-/// The offsets to commit for a batch: one past the last record of each partition.
-pub(crate) fn next_offsets(batch: &[OwnedMessage]) -> anyhow::Result<TopicPartitionList> {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), next) in next_offsets_map(batch) {
-        tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;
-    }
-    Ok(tpl)
-}
-
-fn is_fatal(e: &KafkaError) -> bool {
-    match e {
-        KafkaError::Transaction(r) => r.is_fatal(),
-        _ => e.rdkafka_error_code().is_some_and(|c| {
-            matches!(
-                c,
-                rdkafka::types::RDKafkaErrorCode::Fenced
-                    | rdkafka::types::RDKafkaErrorCode::ProducerFenced
-                    | rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch
-                    | rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed
-            )
-        }),
-    }
-}
-
-/// Exponential with jitter, 100 ms to 10 s. Unbounded for batches (a stream processor waits
-/// out a broker outage); `init_transactions` stops after 20 tries.
-fn backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_jitter()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(MAX_BACKOFF)
-        .without_max_times()
+fn coord(m: &OwnedMessage) -> Coord {
+    (m.topic().to_string(), m.partition(), m.offset())
 }
 
 fn now_millis() -> i64 {
@@ -517,19 +672,4 @@ fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "mapper".into())
-}
-
-pub fn shutdown_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-        tracing::info!("shutdown requested: finishing the open batch");
-        let _ = tx.send(true);
-    });
-    rx
 }

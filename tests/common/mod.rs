@@ -47,7 +47,6 @@ pub fn event(id: &str, detector: &str, output: Value) -> DetectorEvent {
 }
 
 pub mod kafka;
-pub mod rawlog;
 pub mod stores;
 
 pub fn mapper_bin() -> &'static str {

@@ -151,7 +151,7 @@ impl ClickHouse {
     pub fn resume(&mut self) {
         let python = root().join(".stack/venv/bin/python");
         if !python.exists() {
-            stack_bin("tansu");
+            stack_bin("weed");
         }
         let mut cmd = Command::new(python);
         cmd.arg(root().join("scripts/clickhouse-http-front.py"))

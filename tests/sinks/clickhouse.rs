@@ -58,7 +58,7 @@ fn rows_clickhouse_refuses_go_to_the_sink_dead_letter_topic_with_the_reason() {
     assert!(refused.headers["mapper.reason"].contains("469"), "ClickHouse's own code: {:?}", refused.headers);
     assert!(refused.headers["mapper.reason"].contains("ts_plausible"), "{:?}", refused.headers);
     assert_eq!(refused.headers["mapper.sink"], "clickhouse");
-    assert_eq!(refused.headers["mapper.source.topic"], AUDIT);
+    assert_eq!(refused.headers["mapper.source.topic"], stack.broker.name(AUDIT));
     let garbage = dead.iter().find(|d| d.value.as_deref() == Some(b"{not json".as_slice())).expect("undecodable");
     assert!(garbage.headers["mapper.reason"].starts_with("undecodable audit event"), "{:?}", garbage.headers);
     assert_eq!(stack.ch.query("SELECT count() FROM audit_events WHERE event_id = 'dlq-7'").trim(), "0");

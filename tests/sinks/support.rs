@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::kafka::{free_port, Broker, MapperProcess, AUDIT, CANONICAL};
+pub use crate::common::kafka::SINK_DLQ;
 use crate::common::stores::{ClickHouse, S3Server, S3_KEY, S3_SECRET};
 use crate::common::{mapper_bin, root};
 
-pub const SINK_DLQ: &str = "mapper.sink.dlq.v1";
 
 pub struct Stack {
     pub broker: Broker,
@@ -60,8 +60,9 @@ impl Stack {
 
     /// Settings for every mapper process of this stack, as environment variables.
     pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.broker.env();
+        env.extend(
         [
-            ("LLAMA_MAPPER_KAFKA__BROKERS", self.broker.brokers()),
             ("LLAMA_MAPPER_CLICKHOUSE__URL", self.ch.url()),
             ("LLAMA_MAPPER_S3__ENDPOINT", self.s3.endpoint()),
             ("LLAMA_MAPPER_S3__BUCKET", self.bucket.clone()),
@@ -74,8 +75,9 @@ impl Stack {
             ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        .map(|(k, v)| (k.to_string(), v)),
+        );
+        env
     }
 
     pub fn mapper(&self, args: &[&str]) -> Output {

@@ -1,11 +1,12 @@
-//! `mapper run` against a real Kafka-protocol broker (tansu), started per test.
+//! `mapper run` against Apache Kafka: one broker for the run, topics and groups per test
+//! (`common/kafka.rs`); the fault tests bring their own broker.
 
 #[path = "../common/mod.rs"]
 mod common;
 
-mod crash;
+mod checker;
 mod e2e;
+mod faults;
 mod modes;
-mod probe;
 mod scale_out;
 mod support;

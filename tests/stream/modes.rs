@@ -20,9 +20,9 @@ fn at_least_once_with_avro_output() {
         &[("LLAMA_MAPPER_KAFKA__GUARANTEE", "at-least-once"), ("LLAMA_MAPPER_KAFKA__OUTPUT_FORMAT", "avro")],
     );
     wait_inputs_committed(&broker, events.len() as i64, Duration::from_secs(120), &[&mapper]);
-    let out = committed(&broker, CANONICAL, 6);
+    let out = wait_committed(&broker, CANONICAL, events.len(), Duration::from_secs(30), &[&mapper]);
     assert_eq!(out.len(), events.len());
-    assert!(out.iter().all(|r| !r.transactional), "at-least-once does not use transactions");
+    assert_eq!(broker.transactions(), vec![], "at-least-once does not use transactions");
     let pipeline = crate::common::pipeline();
     for r in &out {
         assert_eq!(r.headers["content-type"], "application/vnd.confluent.avro");
@@ -37,10 +37,18 @@ fn at_least_once_with_avro_output() {
 }
 
 /// `mapper topics apply` creates what topics/*.yaml defines; `check` then passes, and fails
-/// on a topic whose partition count differs.
+/// on a topic whose partition count differs. (The definitions are copied with this test's
+/// prefix on their names, so the run's shared broker stays clean.)
 #[test]
 fn topics_apply_then_check() {
     let broker = Broker::start_empty();
+    let defs = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(crate::common::root().join("topics")).unwrap() {
+        let f = f.unwrap().path();
+        let text = std::fs::read_to_string(&f).unwrap().replacen("name: ", &format!("name: {}", broker.prefix), 1);
+        std::fs::write(defs.path().join(f.file_name().unwrap()), text).unwrap();
+    }
+    let defs_dir = defs.path().to_str().unwrap().to_string();
     let bin = crate::common::mapper_bin();
     let run = |args: &[&str]| {
         let out = Command::new(bin)
@@ -51,28 +59,34 @@ fn topics_apply_then_check() {
             .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let (code, before) = run(&["topics", "check"]);
+    let (code, before) = run(&["topics", "check", "--dir", &defs_dir]);
     assert_eq!(code, Some(1), "{before}");
     assert!(before.contains("does not exist"));
-    let (code, applied) = run(&["topics", "apply", "--replication-factor", "1"]);
+    let (code, applied) = run(&["topics", "apply", "--dir", &defs_dir, "--replication-factor", "1"]);
     assert_eq!(code, Some(0), "{applied}");
     assert!(applied.contains("created"), "{applied}");
-    let (code, after) = run(&["topics", "check", "--replication-factor", "1"]);
+    let (code, after) = run(&["topics", "check", "--dir", &defs_dir, "--replication-factor", "1"]);
     assert_eq!(code, Some(0), "{after}");
     assert!(after.contains("5 topics match"), "{after}");
     // Configs are compared too: a retention the cluster does not have is reported.
     let cfgdir = tempfile::tempdir().unwrap();
     std::fs::write(
         cfgdir.path().join("dlq.yaml"),
-        "name: mapper.dlq.v1\npartitions: 3\nreplication_factor: 1\nconfig:\n  retention.ms: \"1000\"\n",
+        format!(
+            "name: {}\npartitions: 3\nreplication_factor: 1\nconfig:\n  retention.ms: \"1000\"\n",
+            broker.name("mapper.dlq.v1")
+        ),
     )
     .unwrap();
     let (code, diff) = run(&["topics", "check", "--dir", cfgdir.path().to_str().unwrap()]);
     assert_eq!(code, Some(1), "{diff}");
     assert!(diff.contains("has retention.ms=1209600000, the definition says 1000"), "{diff}");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("x.yaml"), "name: detector.events.v1\npartitions: 12\nreplication_factor: 1\n")
-        .unwrap();
+    std::fs::write(
+        dir.path().join("x.yaml"),
+        format!("name: {}\npartitions: 12\nreplication_factor: 1\n", broker.name("detector.events.v1")),
+    )
+    .unwrap();
     let (code, diff) = run(&["topics", "check", "--dir", dir.path().to_str().unwrap()]);
     assert_eq!(code, Some(1));
     assert!(diff.contains("has 6 partitions, the definition says 12"), "{diff}");

@@ -1,12 +1,11 @@
-//! Helpers shared by the stream tests: realistic input, and reading what was committed.
+//! Helpers shared by the stream tests: realistic input, and waiting for committed work.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::kafka::{Broker, MapperProcess};
-use crate::common::rawlog::{self, RawRecord};
+use crate::common::kafka::{Broker, MapperProcess, Record};
 
 pub const CANARY: &str = "CANARY-5d1e-raw-content";
 
@@ -28,53 +27,26 @@ pub fn pack_events() -> Vec<Value> {
         .collect()
 }
 
-/// Committed records of every partition of `topic`, resolved from the transaction markers.
-pub fn committed(broker: &Broker, topic: &str, partitions: i32) -> Vec<RawRecord> {
-    (0..partitions).flat_map(|p| rawlog::read_partition(broker.port, topic, p).committed).collect()
-}
-
-pub fn all_raw(broker: &Broker, topic: &str, partitions: i32) -> Vec<RawRecord> {
-    (0..partitions)
-        .flat_map(|p| {
-            let r = rawlog::read_partition(broker.port, topic, p);
-            r.committed.into_iter().chain(r.aborted).chain(r.open)
-        })
-        .collect()
-}
-
-/// Waits until `topic` holds at least `n` committed records.
-pub fn wait_committed(
-    broker: &Broker,
-    topic: &str,
-    partitions: i32,
-    n: usize,
-    timeout: Duration,
-    who: &[&MapperProcess],
-) -> Vec<RawRecord> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got = committed(broker, topic, partitions);
-        if got.len() >= n {
-            return got;
-        }
-        if Instant::now() > deadline {
-            let logs: Vec<String> = who.iter().map(|m| tail(&m.log_text(), 3000)).collect();
-            panic!("{topic}: {} of {n} committed records after {timeout:?}\n{}", got.len(), logs.join("\n---\n"));
-        }
-        std::thread::sleep(Duration::from_millis(500));
+/// Waits until `topic` holds at least `n` committed records (read by Kafka's console
+/// consumer), and returns them all.
+pub fn wait_committed(broker: &Broker, topic: &str, n: usize, timeout: Duration, who: &[&MapperProcess]) -> Vec<Record> {
+    let got = broker.read(topic, n, timeout);
+    if got.len() < n {
+        panic!("{topic}: {} of {n} committed records after {timeout:?}\n{}", got.len(), logs(who));
     }
+    got
+}
+
+pub fn logs(who: &[&MapperProcess]) -> String {
+    who.iter().map(|m| tail(&m.log_text(), 3000)).collect::<Vec<_>>().join("\n---\n")
 }
 
 fn tail(s: &str, n: usize) -> String {
     s.chars().rev().take(n).collect::<Vec<_>>().into_iter().rev().collect()
 }
 
-pub fn value_json(r: &RawRecord) -> Value {
-    serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON")
-}
-
 /// event_id → number of committed copies.
-pub fn count_ids(records: &[RawRecord]) -> BTreeMap<String, usize> {
+pub fn count_ids(records: &[Record]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for r in records {
         *m.entry(r.headers.get("mapper.event-id").cloned().unwrap_or_default()).or_insert(0) += 1;
@@ -92,14 +64,13 @@ pub fn keyed(events: &[Value]) -> Vec<(String, Vec<u8>)> {
 pub fn wait_inputs_committed(broker: &Broker, n: i64, timeout: Duration, who: &[&MapperProcess]) {
     let deadline = Instant::now() + timeout;
     loop {
-        let done = crate::common::kafka::committed_inputs(&broker.brokers(), "llama-mapper");
+        let done = broker.committed_inputs();
         if done >= n {
             return;
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = who.iter().map(|m| tail(&m.log_text(), 3000)).collect();
-            panic!("{done} of {n} input records committed after {timeout:?}\n{}", logs.join("\n---\n"));
+            panic!("{done} of {n} input records committed after {timeout:?}\n{}", logs(who));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(300));
     }
 }

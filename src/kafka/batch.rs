@@ -1,0 +1,74 @@
+//! The one batch collector, shared by `mapper run` and the sinks.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+
+use super::Shutdown;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_records: usize,
+    /// How long to wait for more once the first record arrived.
+    pub linger: Duration,
+}
+
+/// Waits for a first record, then collects up to `max_records` within `linger`. Returns what
+/// it has (possibly nothing) when shutdown is requested.
+///
+/// `epoch` is read after every record: when it changed (a rebalance revoked partitions), the
+/// records collected so far belonged to the old assignment and are dropped, so a batch never
+/// spans a rebalance and its own first offsets are always the right place to rewind to.
+pub async fn collect<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    limits: BatchLimits,
+    shutdown: &mut Shutdown,
+    epoch: impl Fn() -> u64,
+) -> Vec<OwnedMessage> {
+    let mut batch = Vec::with_capacity(limits.max_records.min(65_536));
+    let mut seen = epoch();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    while batch.len() < limits.max_records.max(1) {
+        let wait = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let got = tokio::select! {
+            m = consumer.recv() => m,
+            _ = wait => break,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        match got {
+            Ok(m) => {
+                let now = epoch();
+                if now != seen {
+                    tracing::info!(dropped = batch.len(), "rebalance while collecting: starting the batch again");
+                    batch.clear();
+                    seen = now;
+                }
+                batch.push(m.detach());
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + limits.linger);
+            }
+            // Broker hiccups surface here; librdkafka reconnects by itself.
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka read error");
+                if batch.is_empty() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = shutdown.wait_for(|s| *s) => break,
+                    }
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+    // A revocation can also run inside a `recv()` that the linger timeout then cancelled.
+    if epoch() != seen {
+        batch.clear();
+    }
+    batch
+}

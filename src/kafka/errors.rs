@@ -1,0 +1,62 @@
+//! What a Kafka error means for the loop, following librdkafka's documented semantics
+//! (INTRODUCTION.md, "Transactional Producer: Error handling").
+
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// The producer (or the consumer's group membership) cannot continue: exit, and let the
+/// restart fence or rejoin. Being fenced means another instance uses our transactional id.
+pub fn is_fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(r) => r.is_fatal(),
+        _ => e.rdkafka_error_code().is_some_and(|c| {
+            matches!(
+                c,
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                    | RDKafkaErrorCode::Fatal
+            )
+        }),
+    }
+}
+
+/// A produce error that belongs to the record, not to the broker or the network: the same
+/// record fails the same way every time, so it is dead-lettered rather than retried.
+pub fn is_record_level(e: &KafkaError) -> bool {
+    e.rdkafka_error_code().is_some_and(|c| {
+        matches!(
+            c,
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    })
+}
+
+/// What to do after a transactional call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnStep {
+    /// Call the same API again: it is still running in the background (a timeout).
+    Retry,
+    /// The transaction cannot commit: abort it, then re-read the batch.
+    Abort,
+    /// The producer is unusable: exit.
+    Fatal,
+}
+
+/// Classification of an error from `send_offsets_to_transaction`, `commit_transaction` or
+/// `abort_transaction`. Calling abort while a commit is still in progress is what made the
+/// old loop hang ("conflicting commit_transaction API call"), so a retriable error always
+/// means "call the same thing again", never "abort".
+pub fn txn_step(e: &KafkaError) -> TxnStep {
+    match e {
+        KafkaError::Transaction(r) if r.is_fatal() => TxnStep::Fatal,
+        KafkaError::Transaction(r) if r.txn_requires_abort() => TxnStep::Abort,
+        KafkaError::Transaction(r) if r.is_retriable() => TxnStep::Retry,
+        e if is_fatal(e) => TxnStep::Fatal,
+        _ => TxnStep::Abort,
+    }
+}

@@ -1,0 +1,151 @@
+//! Failure paths that used to lose, stall or hang the loop, each reproduced here.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::support::*;
+use crate::common::kafka::{heavy, Broker, MapperProcess, CANONICAL, DLQ, INPUT};
+
+/// An unpacked detector's output with `n` labels of ~100 characters each.
+fn wide_event(id: &str, n: usize) -> Value {
+    let output: serde_json::Map<String, Value> =
+        (0..n).map(|i| (format!("label_{i:03}_{}", "x".repeat(90)), json!(0.9))).collect();
+    let mut e = crate::common::event_json(id, "inhouse-judge", Value::Object(output));
+    e["tenant_id"] = json!("acme");
+    e
+}
+
+/// One partition of 1,000 events with three poison records among them: one with more labels
+/// than an event may carry, one whose canonical output is over the producer's
+/// `message.max.bytes`, one whose output the broker refuses (over the topic's
+/// `max.message.bytes`). The rest of the partition commits within seconds, each poison is in
+/// the dead-letter topic once with its reason, and nothing else is.
+#[test]
+fn poison_records_go_to_the_dlq_and_the_rest_of_the_partition_commits() {
+    let _heavy = heavy();
+    let broker = Broker::start_empty();
+    broker.create_topic(INPUT, 1);
+    // The broker's own limit on the canonical topic: 30 kB per record batch.
+    broker.create_topic_with(CANONICAL, 1, &[("max.message.bytes", "30000")]);
+    broker.create_topic(crate::common::kafka::AUDIT, 1);
+    broker.create_topic(DLQ, 1);
+    let mix = pack_events();
+    let poison: BTreeMap<i64, (&str, usize)> =
+        [(300, ("too_many_labels", 300)), (600, ("output_too_large", 250)), (800, ("output_rejected", 160))].into();
+    let events: Vec<Value> = (0..1000i64)
+        .map(|i| match poison.get(&i) {
+            Some((_, labels)) => wide_event(&format!("poison-{i}"), *labels),
+            None => {
+                let mut e = mix[i as usize % mix.len()].clone();
+                e["event_id"] = json!(format!("ok-{i}"));
+                e["tenant_id"] = json!("acme");
+                e
+            }
+        })
+        .collect();
+    broker.produce(INPUT, &keyed(&events));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("settings.yaml");
+    // The producer may send 50 kB records, in batches of 10 kB (so ordinary batches stay under
+    // the topic's 30 kB): 160 labels (~40 kB) pass the producer and are refused by the broker.
+    std::fs::write(&cfg, "kafka:\n  client:\n    message.max.bytes: \"50000\"\n    batch.size: \"10000\"\n").unwrap();
+    let started = Instant::now();
+    let mapper = MapperProcess::start(&broker, "poison", &[("LLAMA_MAPPER_CONFIG", cfg.to_str().unwrap())]);
+    wait_inputs_committed(&broker, 1000, Duration::from_secs(60), &[&mapper]);
+    println!("1000 inputs with 3 poison records committed {:?} after start", started.elapsed());
+
+    let dlq = broker.read(DLQ, 3, Duration::from_secs(20));
+    let got: BTreeMap<i64, String> =
+        dlq.iter().map(|r| (r.source().1, r.headers["mapper.dlq.reason"].clone())).collect();
+    let want: BTreeMap<i64, String> = poison.iter().map(|(o, (reason, _))| (*o, reason.to_string())).collect();
+    assert_eq!(dlq.len(), 3, "one dead letter per poison record: {got:?}");
+    assert_eq!(got, want);
+    for r in &dlq {
+        assert!(!r.headers["mapper.dlq.error"].is_empty());
+    }
+    let canonical = broker.read(CANONICAL, 997, Duration::from_secs(20));
+    let sources: Vec<i64> = canonical.iter().map(|r| r.source().1).collect();
+    let expected: Vec<i64> = (0..1000).filter(|o| !poison.contains_key(o)).collect();
+    assert_eq!(sources, expected, "every other record once, in order");
+    let metrics = mapper.metrics();
+    for reason in ["too_many_labels", "output_too_large", "output_rejected"] {
+        assert!(metrics.contains(&format!("mapper_dlq_total{{reason=\"{reason}\"}} 1")), "{reason}:\n{metrics}");
+    }
+}
+
+/// The broker process frozen (SIGSTOP) for 40 s in the middle of a wave: the loop does not
+/// hang (every record commits once after the thaw), `/healthz` turns 503 while the batch
+/// cannot commit, and a SIGTERM during a second freeze ends the process promptly.
+#[test]
+fn a_frozen_broker_neither_hangs_the_loop_nor_blocks_sigterm() {
+    let _heavy = heavy();
+    let broker = Broker::dedicated();
+    let mix = pack_events();
+    let wave = |from: usize, n: usize| -> Vec<(String, Vec<u8>)> {
+        let events: Vec<Value> = (from..from + n)
+            .map(|i| {
+                let mut e = mix[i % mix.len()].clone();
+                e["event_id"] = json!(format!("frozen-{i}"));
+                e["tenant_id"] = json!(format!("tenant-{}", i % 12));
+                e
+            })
+            .collect();
+        keyed(&events)
+    };
+    const FIRST: usize = 20_000;
+    let mut mapper = MapperProcess::start(
+        &broker,
+        "frozen",
+        &[("LLAMA_MAPPER_KAFKA__STALL_TIMEOUT_MS", "10000"), ("LLAMA_MAPPER_KAFKA__BATCH_SIZE", "500")],
+    );
+    let producer = {
+        let (brokers, topic, recs) = (broker.brokers(), broker.name(INPUT), wave(0, FIRST));
+        std::thread::spawn(move || {
+            for chunk in recs.chunks(2_000) {
+                crate::common::kafka::produce_to(&brokers, &topic, chunk);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    wait_inputs_committed(&broker, 4_000, Duration::from_secs(120), &[&mapper]);
+    producer.join().unwrap();
+    broker.freeze();
+    let frozen = Instant::now();
+    let mut unhealthy = None;
+    while frozen.elapsed() < Duration::from_secs(40) {
+        if let Some((503, body)) = mapper.health() {
+            unhealthy.get_or_insert((frozen.elapsed(), body));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    broker.thaw();
+    let (after, body) = unhealthy.expect("/healthz stayed 200 through a 40 s freeze with work in flight");
+    assert!(body.contains("stalled"), "{body}");
+    println!("/healthz 503 {after:?} into the freeze: {}", body.trim());
+    let thawed = Instant::now();
+    wait_inputs_committed(&broker, FIRST as i64, Duration::from_secs(120), &[&mapper]);
+    println!("all {FIRST} committed {:?} after the thaw", thawed.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mapper.health().map(|h| h.0) != Some(200) {
+        assert!(Instant::now() < deadline, "/healthz did not recover after the thaw");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let canonical = broker.read(CANONICAL, FIRST, Duration::from_secs(30));
+    let counts = count_ids(&canonical);
+    assert_eq!(counts.len(), FIRST, "every event mapped");
+    assert!(counts.values().all(|&c| c == 1), "none twice");
+
+    // A second wave, the broker frozen under it, and SIGTERM while the loop waits on it.
+    broker.produce(INPUT, &wave(FIRST, 5_000));
+    std::thread::sleep(Duration::from_millis(300));
+    broker.freeze();
+    std::thread::sleep(Duration::from_secs(5));
+    let asked = Instant::now();
+    let exited = mapper.terminate_within(Duration::from_secs(20));
+    let took = asked.elapsed();
+    broker.thaw();
+    assert!(exited.is_some(), "SIGTERM ignored for 20 s while the broker was frozen:\n{}", logs(&[&mapper]));
+    println!("SIGTERM during a freeze: exited in {took:?}");
+}
