@@ -53,11 +53,8 @@ fn main() {
     println!("raw broker consume+produce (rdkafka, no mapping):   {raw:>9.0} events/s");
 
     let guarantee = if std::env::args().any(|a| a == "at-least-once") { "at-least-once" } else { "exactly-once" };
-    let mapper = MapperProcess::start(
-        &broker,
-        "bench",
-        &[("RUST_LOG", "warn"), ("LLAMA_MAPPER_KAFKA__GUARANTEE", guarantee)],
-    );
+    let mapper =
+        MapperProcess::start(&broker, "bench", &[("RUST_LOG", "warn"), ("LLAMA_MAPPER_KAFKA__GUARANTEE", guarantee)]);
     let (first_at, first_n) = wait_committed(&broker, 1, Duration::from_secs(120));
     let (done_at, _) = wait_committed(&broker, n as i64, Duration::from_secs(1800));
     let mapped = (n as i64 - first_n) as f64 / done_at.duration_since(first_at).as_secs_f64();
@@ -173,7 +170,9 @@ fn paced_latency(broker: &Broker, mix: &[Value], count: usize, rate: u64) -> (f6
             let payload = e.to_string();
             // Delivery is observed through the output topic; the future itself is not needed.
             drop(
-                p.send_result(FutureRecord::to(&input).key("tenant-lat").payload(&payload)).map_err(|(e, _)| e).unwrap(),
+                p.send_result(FutureRecord::to(&input).key("tenant-lat").payload(&payload))
+                    .map_err(|(e, _)| e)
+                    .unwrap(),
             );
             sent.insert(id, Instant::now());
             next += 1;

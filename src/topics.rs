@@ -75,7 +75,6 @@ fn capped_min_isr(value: &str, rf: i32) -> String {
     }
 }
 
-
 /// Creates the missing topics. `replication_override` caps the replication factor (a one-broker
 /// dev stack cannot hold 3 replicas). Returns the names created.
 pub async fn apply(

@@ -53,8 +53,11 @@ pub struct SchemaSource {
     cache: Arc<Mutex<HashMap<u32, SchemaAnswer>>>,
     /// Ids the registry refused (401, 403, 500, …) while answering others: how often, and
     /// until when it is no longer asked after [`SCHEMA_TRIES`] refusals.
-    refusals: Arc<Mutex<HashMap<u32, (u32, Option<Instant>)>>>,
+    refusals: Arc<Mutex<HashMap<u32, Refusals>>>,
 }
+
+/// How often the registry refused one id, and until when it is not asked again.
+type Refusals = (u32, Option<Instant>);
 
 /// Refusals of one id before its events are dead-lettered as `schema_unavailable`: a few
 /// batch retries (about two seconds of backoff) ride out a registry deploy, and an id that
@@ -162,7 +165,9 @@ impl SchemaSource {
 fn given_up(id: u32, refusals: u32) -> Rejected {
     Rejected::new(
         RejectReason::SchemaUnavailable,
-        format!("the schema registry refused schema id {id} {refusals} times; not asked again for {SCHEMA_GIVE_UP_FOR:?}"),
+        format!(
+            "the schema registry refused schema id {id} {refusals} times; not asked again for {SCHEMA_GIVE_UP_FOR:?}"
+        ),
     )
 }
 

@@ -25,7 +25,13 @@ pub fn client_config(k: &KafkaSettings, client_id: &str, ours: &[(&str, String)]
 
 /// A consumer in `group` that commits only what its owner says is done, and reads only
 /// committed transactions (the mapper's own outputs included).
-pub fn group_consumer<C, T>(k: &KafkaSettings, client_id: &str, group: &str, extra: &[(&str, String)], ctx: C) -> anyhow::Result<T>
+pub fn group_consumer<C, T>(
+    k: &KafkaSettings,
+    client_id: &str,
+    group: &str,
+    extra: &[(&str, String)],
+    ctx: C,
+) -> anyhow::Result<T>
 where
     C: ConsumerContext,
     T: FromClientConfigAndContext<C>,
@@ -63,7 +69,11 @@ pub fn reader<T: FromClientConfig>(k: &KafkaSettings, client_id: &str) -> anyhow
 }
 
 /// An idempotent producer (acks=all); `extra` adds e.g. the transactional id.
-pub fn producer<T: FromClientConfig>(k: &KafkaSettings, client_id: &str, extra: &[(&str, String)]) -> anyhow::Result<T> {
+pub fn producer<T: FromClientConfig>(
+    k: &KafkaSettings,
+    client_id: &str,
+    extra: &[(&str, String)],
+) -> anyhow::Result<T> {
     let mut ours: Vec<(&str, String)> = vec![("enable.idempotence", "true".into()), ("linger.ms", "5".into())];
     ours.extend(extra.iter().cloned());
     client_config(k, client_id, &ours)

@@ -87,7 +87,10 @@ enum Outcome {
     Committed(Processed),
     /// Nothing of the batch is committed: rewind and read it again. `at_once` when the cause
     /// was a record (now dead-lettered on the next attempt), not the broker.
-    Retry { error: String, at_once: bool },
+    Retry {
+        error: String,
+        at_once: bool,
+    },
     /// Shutdown was requested while the outcome was still open.
     Interrupted,
     Fatal(anyhow::Error),
@@ -285,7 +288,9 @@ impl Processor<'_> {
             }
         }
         let Some(cgm) = self.consumer.group_metadata() else {
-            return self.abort_and(shutdown, TxnStep::Abort, "no consumer group metadata (rebalance)".into(), false).await;
+            return self
+                .abort_and(shutdown, TxnStep::Abort, "no consumer group metadata (rebalance)".into(), false)
+                .await;
         };
         let sent = self
             .txn_call("send_offsets_to_transaction", shutdown, false, || {
@@ -298,7 +303,8 @@ impl Processor<'_> {
             Err((TxnStep::Retry, _)) => return Outcome::Interrupted,
             Err((step, e)) => return self.abort_and(shutdown, step, e, false).await,
         }
-        match self.txn_call("commit_transaction", shutdown, false, || self.producer.commit_transaction(TXN_CALL)).await {
+        match self.txn_call("commit_transaction", shutdown, false, || self.producer.commit_transaction(TXN_CALL)).await
+        {
             Ok(()) => {
                 self.metrics.transactions.with_label_values(&["commit"]).inc();
                 Outcome::Committed(processed)

@@ -264,7 +264,8 @@ impl Broker {
     /// `TransactionsCommand list`: (transactional id, state) of every transaction the
     /// coordinator knows whose id starts with this lane's group.
     pub fn transactions(&self) -> Vec<(String, String)> {
-        let out = kafka_tool("org.apache.kafka.tools.TransactionsCommand", &["--bootstrap-server", &self.brokers(), "list"]);
+        let out =
+            kafka_tool("org.apache.kafka.tools.TransactionsCommand", &["--bootstrap-server", &self.brokers(), "list"]);
         let group = self.name(GROUP);
         String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -363,7 +364,8 @@ pub fn produce_to(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
         let mut pending = Vec::new();
         for (k, v) in records {
             let rec = FutureRecord::to(topic).key(k.as_str()).payload(v.as_slice());
-            let f = llama_mapper::kafka::enqueue(&producer, rec).unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
+            let f =
+                llama_mapper::kafka::enqueue(&producer, rec).unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
             pending.push(f);
             if pending.len() > 5000 {
                 for f in pending.drain(..) {
@@ -429,7 +431,10 @@ impl Record {
 
     /// The input record this output came from: (partition, offset).
     pub fn source(&self) -> (i32, i64) {
-        (self.headers["mapper.source.partition"].parse().unwrap(), self.headers["mapper.source.offset"].parse().unwrap())
+        (
+            self.headers["mapper.source.partition"].parse().unwrap(),
+            self.headers["mapper.source.offset"].parse().unwrap(),
+        )
     }
 }
 

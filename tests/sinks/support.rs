@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::kafka::{free_port, Broker, MapperProcess, AUDIT, CANONICAL};
 pub use crate::common::kafka::SINK_DLQ;
+use crate::common::kafka::{free_port, Broker, MapperProcess, AUDIT, CANONICAL};
 use crate::common::stores::{ClickHouse, S3Server, S3_KEY, S3_SECRET};
 use crate::common::{mapper_bin, root};
-
 
 pub struct Stack {
     pub broker: Broker,
@@ -62,20 +61,20 @@ impl Stack {
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = self.broker.env();
         env.extend(
-        [
-            ("LLAMA_MAPPER_CLICKHOUSE__URL", self.ch.url()),
-            ("LLAMA_MAPPER_S3__ENDPOINT", self.s3.endpoint()),
-            ("LLAMA_MAPPER_S3__BUCKET", self.bucket.clone()),
-            ("LLAMA_MAPPER_S3__SIGNING_KEY_FILE", self.key_file().display().to_string()),
-            // Governance, so the tests can delete a segment (with bypass) to prove verify sees it.
-            ("LLAMA_MAPPER_S3__RETENTION_MODE", "GOVERNANCE".into()),
-            ("LLAMA_MAPPER_S3__RETENTION_DAYS", "1".into()),
-            ("LLAMA_MAPPER_SINK__BATCH_TIMEOUT_MS", "300".into()),
-            ("AWS_ACCESS_KEY_ID", S3_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v)),
+            [
+                ("LLAMA_MAPPER_CLICKHOUSE__URL", self.ch.url()),
+                ("LLAMA_MAPPER_S3__ENDPOINT", self.s3.endpoint()),
+                ("LLAMA_MAPPER_S3__BUCKET", self.bucket.clone()),
+                ("LLAMA_MAPPER_S3__SIGNING_KEY_FILE", self.key_file().display().to_string()),
+                // Governance, so the tests can delete a segment (with bypass) to prove verify sees it.
+                ("LLAMA_MAPPER_S3__RETENTION_MODE", "GOVERNANCE".into()),
+                ("LLAMA_MAPPER_S3__RETENTION_DAYS", "1".into()),
+                ("LLAMA_MAPPER_SINK__BATCH_TIMEOUT_MS", "300".into()),
+                ("AWS_ACCESS_KEY_ID", S3_KEY.into()),
+                ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v)),
         );
         env
     }

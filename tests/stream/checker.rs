@@ -2,7 +2,8 @@
 //! test: lost writes, duplicates, aborted reads, offset/value divergence, order within a key).
 //!
 //! N events with unique ids stream into 6 partitions while two `mapper run` instances of one
-//! group are `kill -9`ed at random every ~2 s and the broker itself is killed and restarted
+//! group are `kill -9`ed at random (12 times, each right after a `read_uncommitted` watcher saw
+//! records being written, so kills land inside transactions) and the broker itself is killed and restarted
 //! mid-run. Afterwards Kafka's own console consumer reads every topic with `read_committed`
 //! and the checker proves, per input offset: exactly one committed canonical and one
 //! committed audit record (or one dead letter), with the input's event id; nothing else is
@@ -13,7 +14,13 @@
 //! long run (figures in the README).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use serde_json::{json, Value};
 
@@ -37,11 +44,9 @@ impl Rng {
 fn jepsen_style_checker_under_kill_nine_and_a_broker_restart() {
     let _heavy = heavy();
     let n: usize = std::env::var("MAPPER_CHECKER_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
-    let seed: u64 = std::env::var("MAPPER_CHECKER_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64)
-        | 1;
+    let seed: u64 = std::env::var("MAPPER_CHECKER_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    }) | 1;
     let mut rng = Rng(seed);
     println!("checker: {n} events, seed {seed}");
     let broker = Broker::dedicated();
@@ -70,10 +75,51 @@ fn jepsen_style_checker_under_kill_nine_and_a_broker_restart() {
     let started = Instant::now();
     let mut mappers = [MapperProcess::start(&broker, "a", &[]), MapperProcess::start(&broker, "b", &[])];
     let names = ["a", "b"];
+    // A read_uncommitted watcher on the canonical topic sees a transaction's records as soon
+    // as they are written, before the commit (which needs at least three more round trips):
+    // a kill right after it saw new records lands inside a transaction.
+    let written = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (written, stop) = (Arc::clone(&written), Arc::clone(&stop));
+        let (brokers, topic) = (broker.brokers(), broker.name(CANONICAL));
+        std::thread::spawn(move || {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", "checker-watch")
+                .set("isolation.level", "read_uncommitted")
+                .set("fetch.wait.max.ms", "5")
+                .create()
+                .unwrap();
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..6 {
+                tpl.add_partition_offset(&topic, p, Offset::End).unwrap();
+            }
+            c.assign(&tpl).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(Ok(_)) = c.poll(Duration::from_millis(20)) {
+                    written.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
     let mut kills = 0;
+    let mut in_flight_kills = 0;
     let mut restarted_broker = false;
-    while kills < 12 || !producer.is_finished() {
-        std::thread::sleep(Duration::from_millis(1500 + rng.next() % 1000));
+    while kills < 12 {
+        // Wait for records being written (a transaction open), after a random pause.
+        std::thread::sleep(Duration::from_millis(rng.next() % 1000));
+        let before = written.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while written.load(Ordering::SeqCst) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        if broker.committed_inputs() >= n as i64 {
+            break;
+        }
+        if written.load(Ordering::SeqCst) != before {
+            in_flight_kills += 1;
+        }
         let i = (rng.next() % 2) as usize;
         mappers[i].kill9();
         kills += 1;
@@ -82,16 +128,17 @@ fn jepsen_style_checker_under_kill_nine_and_a_broker_restart() {
             restarted_broker = true;
         }
         mappers[i] = MapperProcess::start(&broker, names[i], &[]);
-        if kills > 200 {
-            break;
-        }
     }
+    stop.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    println!("checker: {in_flight_kills} of {kills} kills right after records were written, before their commit");
+    assert!(restarted_broker && kills >= 5, "only {kills} kills before the input was done: make N larger");
     producer.join().expect("the input producer survived the broker restart");
     let all_in = Instant::now();
     let who: Vec<&MapperProcess> = mappers.iter().collect();
     wait_inputs_committed(&broker, n as i64, Duration::from_secs(900), &who);
     println!(
-        "checker: {kills} kills and 1 broker restart in {:?}; all inputs committed {:?} after the last kill",
+        "checker: {kills} kills and 1 broker restart in {:?}; all inputs committed {:?} after that",
         all_in - started,
         all_in.elapsed()
     );

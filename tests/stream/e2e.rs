@@ -77,11 +77,7 @@ fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
         let v = r.json();
         let id = v["event_id"].as_str().unwrap();
         assert_eq!(&v, &expected[id].0, "canonical event of {id}");
-        assert_eq!(
-            r.key.as_deref(),
-            Some(v["provenance"]["tenant_id"].as_str().unwrap()),
-            "keyed by tenant"
-        );
+        assert_eq!(r.key.as_deref(), Some(v["provenance"]["tenant_id"].as_str().unwrap()), "keyed by tenant");
         assert_eq!(r.headers["content-type"], "application/json");
         assert_eq!(r.headers["mapper.schema"], "canonical-event/1.0");
     }

@@ -29,7 +29,13 @@ pub fn pack_events() -> Vec<Value> {
 
 /// Waits until `topic` holds at least `n` committed records (read by Kafka's console
 /// consumer), and returns them all.
-pub fn wait_committed(broker: &Broker, topic: &str, n: usize, timeout: Duration, who: &[&MapperProcess]) -> Vec<Record> {
+pub fn wait_committed(
+    broker: &Broker,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+    who: &[&MapperProcess],
+) -> Vec<Record> {
     let got = broker.read(topic, n, timeout);
     if got.len() < n {
         panic!("{topic}: {} of {n} committed records after {timeout:?}\n{}", got.len(), logs(who));
