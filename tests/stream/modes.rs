@@ -91,3 +91,42 @@ fn topics_apply_then_check() {
     assert_eq!(code, Some(1));
     assert!(diff.contains("has 6 partitions, the definition says 12"), "{diff}");
 }
+
+/// `kafka.client` reaches every client the binary makes: with a `security.protocol` librdkafka
+/// refuses, `produce`, `tail` and `topics check` fail naming it (they used to build their own
+/// configuration and connect in plaintext regardless), and with the map empty they work.
+#[test]
+fn the_operator_client_settings_reach_produce_tail_and_topics() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "kafka:\n  client:\n    security.protocol: carrier-pigeon\n").unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, format!("{}\n", pack_events()[0])).unwrap();
+    let input = broker.name(INPUT);
+    let run = |cfg: Option<&std::path::Path>, args: &[&str]| {
+        let mut cmd = Command::new(crate::common::mapper_bin());
+        cmd.args(args).args(["--brokers", &broker.brokers()]).current_dir(crate::common::root());
+        cmd.env_remove("LLAMA_MAPPER_CONFIG");
+        if let Some(c) = cfg {
+            cmd.env("LLAMA_MAPPER_CONFIG", c);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let produce = ["produce", "--topic", &input, "--input", events.to_str().unwrap()];
+    let tail = ["tail", "--topic", &input, "--idle-secs", "2"];
+    let topics = ["topics", "check", "--replication-factor", "1"];
+    for args in [&produce[..], &tail[..], &topics[..]] {
+        let (ok, text) = run(Some(&bad), args);
+        assert!(!ok, "{args:?} ignored kafka.client:\n{text}");
+        assert!(text.contains("security.protocol"), "{args:?}:\n{text}");
+    }
+    let (ok, text) = run(None, &produce);
+    assert!(ok, "{text}");
+    let (ok, text) = run(None, &tail);
+    assert!(ok && text.contains(pack_events()[0]["event_id"].as_str().unwrap()), "{text}");
+}
