@@ -66,7 +66,7 @@ pub fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitCod
 }
 
 async fn delivered(pending: Vec<rdkafka::producer::DeliveryFuture>) -> anyhow::Result<()> {
-    match kafka::await_all(pending, None).await {
+    match kafka::await_all(pending, None, None).await {
         Delivery::Delivered => Ok(()),
         Delivery::Failed(_, e) => anyhow::bail!("a record was not delivered: {e}"),
         Delivery::Interrupted => anyhow::bail!("interrupted"),

@@ -43,17 +43,31 @@ pub fn headers<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>) ->
 pub enum Delivery {
     /// Every record was acknowledged.
     Delivered,
-    /// This record (by index) failed first; the others' outcomes are unknown.
+    /// This record (by index; `usize::MAX` when the deadline passed) failed first; the
+    /// others' outcomes are unknown.
     Failed(usize, KafkaError),
     /// Shutdown was requested before every report arrived.
     Interrupted,
 }
 
-/// Awaits every delivery report, returning at the first failure or on shutdown (when given
-/// one). Returning at once matters in a transaction: after a failed record librdkafka holds the
-/// others until the transaction is aborted, so waiting for all of them would wait for
-/// `message.timeout.ms`.
-pub async fn await_all(futures: Vec<DeliveryFuture>, mut shutdown: Option<&mut Shutdown>) -> Delivery {
+/// Awaits every delivery report, returning at the first failure, on shutdown (when given
+/// one), or when `within` has passed (as a failure of the first record still pending, with
+/// `MessageTimedOut`). Returning at once matters in a transaction: after a failed record
+/// librdkafka holds the others until the transaction is aborted, so waiting for all of them
+/// would wait for `message.timeout.ms`; the deadline makes the wait ours rather than
+/// librdkafka's after a broker outage.
+pub async fn await_all(
+    futures: Vec<DeliveryFuture>,
+    mut shutdown: Option<&mut Shutdown>,
+    within: Option<Duration>,
+) -> Delivery {
+    let deadline = async {
+        match within {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
     let mut pending: FuturesUnordered<_> =
         futures.into_iter().enumerate().map(|(i, f)| async move { (i, f.await) }).collect();
     let stop = async {
@@ -69,6 +83,9 @@ pub async fn await_all(futures: Vec<DeliveryFuture>, mut shutdown: Option<&mut S
         let next = tokio::select! {
             n = pending.next() => n,
             _ = &mut stop => return Delivery::Interrupted,
+            _ = &mut deadline => {
+                return Delivery::Failed(usize::MAX, KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut))
+            }
         };
         match next {
             None => return Delivery::Delivered,

@@ -65,7 +65,7 @@ impl SinkDlq {
             }
             pending.push(kafka::enqueue(&self.producer, rec)?);
         }
-        match kafka::await_all(pending, None).await {
+        match kafka::await_all(pending, None, None).await {
             Delivery::Delivered => Ok(()),
             Delivery::Failed(_, e) => anyhow::bail!("sink DLQ delivery failed: {e}"),
             Delivery::Interrupted => anyhow::bail!("sink DLQ delivery interrupted"),

@@ -279,7 +279,7 @@ impl Processor<'_> {
                 return self.abort_and(shutdown, TxnStep::Abort, e.to_string(), at_once).await;
             }
         };
-        match kafka::await_all(futures, Some(shutdown)).await {
+        match kafka::await_all(futures, Some(shutdown), Some(self.delivery_timeout())).await {
             Delivery::Delivered => {}
             Delivery::Interrupted => return Outcome::Interrupted,
             Delivery::Failed(i, e) => {
@@ -329,7 +329,7 @@ impl Processor<'_> {
                 return Outcome::Retry { error: e.to_string(), at_once };
             }
         };
-        match kafka::await_all(futures, Some(shutdown)).await {
+        match kafka::await_all(futures, Some(shutdown), Some(self.delivery_timeout())).await {
             Delivery::Delivered => {}
             // Nothing committed: the restart repeats the batch, which this mode allows.
             Delivery::Interrupted => return Outcome::Interrupted,
@@ -345,6 +345,12 @@ impl Processor<'_> {
         }
     }
 
+    /// How long a batch's deliveries may take before the batch is given up (aborted and read
+    /// again): half the transaction timeout, so the abort comes before the broker's own.
+    fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.settings.kafka.transaction_timeout_ms / 2).max(1_000))
+    }
+
     /// Records that record `i` failed with `e`. When the error is the record's own (its size,
     /// its validity), its input goes to the DLQ on the next attempt, and `true` says the
     /// attempt can follow at once. A dead letter refused itself is not retried that way (it
@@ -357,7 +363,7 @@ impl Processor<'_> {
         e: &KafkaError,
         refused: &mut HashMap<Coord, Rejected>,
     ) -> bool {
-        let record = &processed.records[i];
+        let Some(record) = processed.records.get(i) else { return false };
         if !kafka::is_record_level(e) || record.topic == self.settings.kafka.dlq_topic {
             return false;
         }
