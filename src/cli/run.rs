@@ -94,10 +94,7 @@ pub struct TopicsArgs {
 
 pub fn topics(settings: &Settings, cmd: TopicsCommand) -> anyhow::Result<ExitCode> {
     let (TopicsCommand::Apply(a) | TopicsCommand::Check(a)) = &cmd;
-    let mut k = settings.kafka.clone();
-    if let Some(b) = &a.brokers {
-        k.brokers = b.clone();
-    }
+    let k = settings.kafka.with_brokers(a.brokers.as_deref());
     let specs = crate::topics::load(&a.dir).map_err(|e| anyhow::anyhow!("invalid topic definitions:\n{e}"))?;
     match cmd {
         TopicsCommand::Apply(a) => {

@@ -29,10 +29,7 @@ pub struct ProduceArgs {
 }
 
 pub fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitCode> {
-    let mut k = settings.kafka.clone();
-    if let Some(b) = args.brokers {
-        k.brokers = b;
-    }
+    let k = settings.kafka.with_brokers(args.brokers.as_deref());
     let topic = args.topic.unwrap_or_else(|| settings.kafka.input_topic.clone());
     let reader: Box<dyn BufRead> = match &args.input {
         Some(p) => Box::new(BufReader::new(std::fs::File::open(p)?)),
@@ -92,10 +89,7 @@ pub struct TailArgs {
 }
 
 pub fn tail(settings: &Settings, args: TailArgs) -> anyhow::Result<ExitCode> {
-    let mut k = settings.kafka.clone();
-    if let Some(b) = args.brokers {
-        k.brokers = b;
-    }
+    let k = settings.kafka.with_brokers(args.brokers.as_deref());
     let consumer: BaseConsumer = kafka::reader(&k, "llama-mapper-tail")?;
     // Assign every partition from the start: no group join to wait for, nothing committed.
     let md = consumer.fetch_metadata(Some(&args.topic), Duration::from_secs(10))?;

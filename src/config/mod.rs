@@ -130,6 +130,17 @@ pub struct KafkaSettings {
     pub client: BTreeMap<String, String>,
 }
 
+impl KafkaSettings {
+    /// These settings with a command's `--brokers` applied, when it was given.
+    pub fn with_brokers(&self, brokers: Option<&str>) -> KafkaSettings {
+        let mut k = self.clone();
+        if let Some(b) = brokers {
+            k.brokers = b.to_string();
+        }
+        k
+    }
+}
+
 impl Default for KafkaSettings {
     fn default() -> Self {
         KafkaSettings {

@@ -76,7 +76,8 @@ impl Progress {
     }
 }
 
-fn now_millis() -> i64 {
+/// Milliseconds since the epoch (0 if the clock is before it).
+pub fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 

@@ -96,6 +96,17 @@ enum Outcome {
     Fatal(anyhow::Error),
 }
 
+/// How sending a batch's outputs ended.
+enum Produced {
+    Delivered,
+    Interrupted,
+    /// `at_once` as in [`Outcome::Retry`].
+    Failed {
+        error: String,
+        at_once: bool,
+    },
+}
+
 /// Runs until `shutdown` turns true; then finishes the open batch and leaves the group.
 pub async fn run(settings: Settings, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let pipeline = Pipeline::load(&settings)?;
@@ -272,19 +283,11 @@ impl Processor<'_> {
         if let Err(e) = self.producer.begin_transaction() {
             return self.abort_and(shutdown, kafka::txn_step(&e), e.to_string(), false).await;
         }
-        let futures = match self.send_all(&processed.records) {
-            Ok(f) => f,
-            Err((i, e)) => {
-                let at_once = self.refuse(batch, &processed, i, &e, refused);
-                return self.abort_and(shutdown, TxnStep::Abort, e.to_string(), at_once).await;
-            }
-        };
-        match kafka::await_all(futures, Some(shutdown), Some(self.delivery_timeout())).await {
-            Delivery::Delivered => {}
-            Delivery::Interrupted => return Outcome::Interrupted,
-            Delivery::Failed(i, e) => {
-                let at_once = self.refuse(batch, &processed, i, &e, refused);
-                return self.abort_and(shutdown, TxnStep::Abort, e.to_string(), at_once).await;
+        match self.produce(batch, &processed, refused, shutdown).await {
+            Produced::Delivered => {}
+            Produced::Interrupted => return Outcome::Interrupted,
+            Produced::Failed { error, at_once } => {
+                return self.abort_and(shutdown, TxnStep::Abort, error, at_once).await;
             }
         }
         let Some(cgm) = self.consumer.group_metadata() else {
@@ -322,27 +325,38 @@ impl Processor<'_> {
         refused: &mut HashMap<Coord, Rejected>,
         shutdown: &mut Shutdown,
     ) -> Outcome {
-        let futures = match self.send_all(&processed.records) {
-            Ok(f) => f,
-            Err((i, e)) => {
-                let at_once = self.refuse(batch, &processed, i, &e, refused);
-                return Outcome::Retry { error: e.to_string(), at_once };
-            }
-        };
-        match kafka::await_all(futures, Some(shutdown), Some(self.delivery_timeout())).await {
-            Delivery::Delivered => {}
+        match self.produce(batch, &processed, refused, shutdown).await {
+            Produced::Delivered => {}
             // Nothing committed: the restart repeats the batch, which this mode allows.
-            Delivery::Interrupted => return Outcome::Interrupted,
-            Delivery::Failed(i, e) => {
-                let at_once = self.refuse(batch, &processed, i, &e, refused);
-                return Outcome::Retry { error: e.to_string(), at_once };
-            }
+            Produced::Interrupted => return Outcome::Interrupted,
+            Produced::Failed { error, at_once } => return Outcome::Retry { error, at_once },
         }
         match tokio::task::block_in_place(|| self.consumer.commit(offsets, CommitMode::Sync)) {
             Ok(()) => Outcome::Committed(processed),
             Err(e) if kafka::is_fatal(&e) => Outcome::Fatal(anyhow::Error::new(e).context("committing offsets")),
             Err(e) => Outcome::Retry { error: format!("offset commit: {e}"), at_once: false },
         }
+    }
+
+    /// Sends every output of a batch and awaits the deliveries. A record the broker refuses
+    /// for a reason of its own is noted in `refused` (see [`Self::refuse`]).
+    async fn produce(
+        &self,
+        batch: &[OwnedMessage],
+        processed: &Processed,
+        refused: &mut HashMap<Coord, Rejected>,
+        shutdown: &mut Shutdown,
+    ) -> Produced {
+        let (i, e) = match self.send_all(&processed.records) {
+            Ok(futures) => match kafka::await_all(futures, Some(shutdown), Some(self.delivery_timeout())).await {
+                Delivery::Delivered => return Produced::Delivered,
+                Delivery::Interrupted => return Produced::Interrupted,
+                Delivery::Failed(i, e) => (i, e),
+            },
+            Err(failed) => failed,
+        };
+        let at_once = self.refuse(batch, processed, i, &e, refused);
+        Produced::Failed { error: e.to_string(), at_once }
     }
 
     /// How long a batch's deliveries may take before the batch is given up (aborted and read
@@ -531,7 +545,7 @@ impl Processor<'_> {
         }
         m.schema_valid.inc_by(out.valid);
         m.schema_invalid.inc_by(out.invalid);
-        let now = now_millis();
+        let now = ops::now_millis();
         for msg in batch {
             if let Some(ts) = msg.timestamp().to_millis() {
                 m.latency.observe((now.saturating_sub(ts) as f64 / 1000.0).max(0.0));
@@ -671,10 +685,6 @@ fn coords(m: &OwnedMessage) -> SourceCoords {
 
 fn coord(m: &OwnedMessage) -> Coord {
     (m.topic().to_string(), m.partition(), m.offset())
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn hostname() -> String {
