@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 
-use super::Shutdown;
+use super::{offsets, Shutdown};
 
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
@@ -20,12 +21,17 @@ pub struct BatchLimits {
 /// `epoch` is read after every record: when it changed (a rebalance revoked partitions), the
 /// records collected so far belonged to the old assignment and are dropped, so a batch never
 /// spans a rebalance and its own first offsets are always the right place to rewind to.
+///
+/// When librdkafka reports that it cannot continue a partition (`auto.offset.reset=error`),
+/// the records collected so far are dropped and every assigned partition is put back at its
+/// committed offset ([`offsets::resume`]); an error here means the process must stop rather
+/// than read from a place it cannot vouch for.
 pub async fn collect<C: ConsumerContext + 'static>(
     consumer: &StreamConsumer<C>,
     limits: BatchLimits,
     shutdown: &mut Shutdown,
     epoch: impl Fn() -> u64,
-) -> Vec<OwnedMessage> {
+) -> anyhow::Result<Vec<OwnedMessage>> {
     let mut batch = Vec::with_capacity(limits.max_records.min(65_536));
     let mut seen = epoch();
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -52,6 +58,11 @@ pub async fn collect<C: ConsumerContext + 'static>(
                 batch.push(m.detach());
                 deadline.get_or_insert_with(|| tokio::time::Instant::now() + limits.linger);
             }
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
+                batch.clear();
+                tokio::task::block_in_place(|| offsets::resume(consumer))?;
+                deadline = None;
+            }
             // Broker hiccups surface here; librdkafka reconnects by itself.
             Err(e) => {
                 tracing::warn!(error = %e, "Kafka read error");
@@ -70,5 +81,5 @@ pub async fn collect<C: ConsumerContext + 'static>(
     if epoch() != seen {
         batch.clear();
     }
-    batch
+    Ok(batch)
 }

@@ -8,7 +8,7 @@ mod batch;
 mod client;
 mod deliver;
 mod errors;
-mod offsets;
+pub mod offsets;
 mod shutdown;
 
 pub use batch::{collect, BatchLimits};

@@ -34,7 +34,7 @@ impl SinkSource {
     /// Returns an empty batch when shutdown is requested while waiting.
     pub async fn next_batch(&self, shutdown: &mut Shutdown) -> anyhow::Result<Vec<OwnedMessage>> {
         // A sink's writes are idempotent, so a batch that spans a rebalance is harmless: no epoch.
-        Ok(kafka::collect(&self.consumer, self.limits, shutdown, || 0).await)
+        kafka::collect(&self.consumer, self.limits, shutdown, || 0).await
     }
 
     /// Commits one past the last record of each partition in `batch`. A commit refused because

@@ -63,8 +63,6 @@ const TXN_INIT: Duration = Duration::from_secs(30);
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// Room for what librdkafka adds around a record (batch and record framing).
 const RECORD_OVERHEAD: usize = 512;
-/// Seeks of one rewind before the process stops instead of reading past a lost batch.
-const SEEK_TRIES: usize = 5;
 
 /// Where an input record is: the key of the per-record dead-letter decisions.
 type Coord = (String, i32, i64);
@@ -212,7 +210,7 @@ impl Processor<'_> {
         // batch's next attempt each goes to the DLQ instead. Cleared by a commit.
         let mut refused: HashMap<Coord, Rejected> = HashMap::new();
         while !*shutdown.borrow() {
-            let batch = kafka::collect(self.consumer, limits, shutdown, || self.generation()).await;
+            let batch = kafka::collect(self.consumer, limits, shutdown, || self.generation()).await?;
             if batch.is_empty() {
                 continue;
             }
@@ -469,64 +467,12 @@ impl Processor<'_> {
             if ours.count() == 0 {
                 return Ok(());
             }
-            let committed = self.committed(&ours)?;
-            targets.extend(committed);
+            let committed = kafka::offsets::committed(self.consumer, &ours)
+                .context("rewinding after a rebalance: stopping rather than skipping a batch")?;
+            // Never committed: the group's first batch on it failed, so the beginning.
+            targets.extend(committed.into_iter().map(|(t, p, o)| (t, p, o.map_or(Offset::Beginning, Offset::Offset))));
         }
-        for (topic, partition, offset) in targets {
-            let mut tries = 0;
-            while let Err(e) = self.consumer.seek(&topic, partition, offset, Duration::from_secs(5)) {
-                if self.consumer.assignment().is_ok_and(|a| a.find_partition(&topic, partition).is_none()) {
-                    break; // revoked while we tried: not ours to rewind
-                }
-                tries += 1;
-                if tries >= SEEK_TRIES {
-                    anyhow::bail!(
-                        "cannot rewind {topic}/{partition} to {offset:?} after an uncommitted batch ({e}); \
-                         stopping rather than skipping it (a restart resumes from the committed offset)"
-                    );
-                }
-                tracing::warn!(error = %e, partition, ?offset, "seek for a rewind failed; retrying");
-                std::thread::sleep(Duration::from_millis(200 * tries as u64));
-            }
-        }
-        Ok(())
-    }
-
-    /// The committed offsets of `tpl`, each checked: a per-partition error is retried and
-    /// then fatal, never read as "nothing committed" (which would re-read the retention).
-    fn committed(&self, tpl: &TopicPartitionList) -> anyhow::Result<Vec<(String, i32, Offset)>> {
-        let mut last = String::new();
-        for tries in 1..=SEEK_TRIES {
-            match self.consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-                Ok(c) => {
-                    let mut out = Vec::with_capacity(c.count());
-                    let mut bad = None;
-                    for e in c.elements() {
-                        if let Err(err) = e.error() {
-                            bad = Some(format!("{}/{}: {err}", e.topic(), e.partition()));
-                            break;
-                        }
-                        let offset = match e.offset() {
-                            Offset::Offset(o) => Offset::Offset(o),
-                            // Truly nothing committed yet: auto.offset.reset=earliest.
-                            _ => Offset::Beginning,
-                        };
-                        out.push((e.topic().to_string(), e.partition(), offset));
-                    }
-                    match bad {
-                        None => return Ok(out),
-                        Some(b) => last = b,
-                    }
-                }
-                Err(e) => last = e.to_string(),
-            }
-            tracing::warn!(error = %last, "reading committed offsets for a rewind failed; retrying");
-            std::thread::sleep(Duration::from_millis(200 * tries as u64));
-        }
-        anyhow::bail!(
-            "cannot read the committed offsets to rewind after a rebalance ({last}); \
-             stopping rather than skipping a batch (a restart resumes from the committed offsets)"
-        )
+        kafka::offsets::seek_all(self.consumer, &targets).context("rewinding after an uncommitted batch")
     }
 
     /// Metrics of a committed batch (only committed work is counted as out).

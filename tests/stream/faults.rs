@@ -3,10 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 use super::support::*;
-use crate::common::kafka::{heavy, Broker, MapperProcess, CANONICAL, DLQ, INPUT};
+use crate::common::kafka::{heavy, Broker, MapperProcess, CANONICAL, DLQ, GROUP, INPUT};
 
 /// An unpacked detector's output with `n` labels of ~100 characters each.
 fn wide_event(id: &str, n: usize) -> Value {
@@ -149,4 +152,58 @@ fn a_frozen_broker_neither_hangs_the_loop_nor_blocks_sigterm() {
     broker.thaw();
     assert!(exited.is_some(), "SIGTERM ignored for 20 s while the broker was frozen:\n{}", logs(&[&mapper]));
     println!("SIGTERM during a freeze: exited in {took:?}");
+}
+
+/// The group committed offset 4 000 on partition 0 of an input whose partition 0 holds a
+/// few dozen records (a re-created topic, or records an unclean leader election dropped; the
+/// checker once saw librdkafka go back to offset 0 after a broker restart). With librdkafka's
+/// `auto.offset.reset=earliest` the mapper published those records again; now it stops with
+/// what to do, nothing of partition 0 published and its committed offset untouched.
+#[test]
+fn librdkafka_never_moves_a_committed_partition_back_by_itself() {
+    let broker = Broker::start_empty();
+    broker.create_topic(INPUT, 2);
+    broker.create_topic(CANONICAL, 1);
+    broker.create_topic(crate::common::kafka::AUDIT, 1);
+    broker.create_topic(DLQ, 1);
+    let mix = pack_events();
+    let events: Vec<Value> = (0..60)
+        .map(|i| {
+            let mut e = mix[i % mix.len()].clone();
+            e["event_id"] = json!(format!("reset-{i}"));
+            e["tenant_id"] = json!(format!("tenant-{}", i % 7));
+            e
+        })
+        .collect();
+    broker.produce(INPUT, &keyed(&events));
+    let input = broker.read_all(INPUT);
+    let on_0 = input.iter().filter(|r| r.partition == 0).count();
+    assert!(on_0 > 0, "some keys land on partition 0");
+    // What the group committed before: partition 0 far past the log's end, partition 1 never.
+    {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker.brokers())
+            .set("group.id", broker.name(GROUP))
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&broker.name(INPUT), 0, Offset::Offset(4_000)).unwrap();
+        c.commit(&tpl, CommitMode::Sync).unwrap();
+    }
+    let mut mapper = MapperProcess::start(&broker, "reset", &[]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(st) = mapper.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "still running after 90 s:\n{}", logs(&[&mapper]));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = mapper.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("past the end of its log (") && log.contains("--reset-offsets"), "{log}");
+    let from_0 = broker.read_all(CANONICAL).iter().filter(|r| r.source().0 == 0).count();
+    assert_eq!(from_0, 0, "partition 0's records were published again ({from_0} of {on_0})");
+    let offsets = broker.group_offsets(GROUP, INPUT);
+    assert_eq!(offsets.get(&0), Some(&4_000), "the committed offset stays where the group left it: {offsets:?}");
 }
