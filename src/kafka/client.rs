@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use rdkafka::admin::AdminClient;
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, FromClientConfig, FromClientConfigAndContext};
 use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::KafkaSettings;
 
@@ -92,6 +94,29 @@ pub fn admin(k: &KafkaSettings) -> anyhow::Result<AdminClient<DefaultClientConte
         .create()
         .with_context(|| format!("creating the Kafka admin client for {}", k.brokers))
 }
+
+/// librdkafka's client-level errors, as rust-rdkafka would log them, except the report that
+/// a partition cannot continue (`auto.offset.reset=error`): that one is expected and handled
+/// by [`super::offsets::resume`], which logs what it decided.
+pub fn log_client_error(error: &KafkaError, reason: &str) {
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
+        tracing::debug!(target: "librdkafka", "{error}: {reason}");
+    } else {
+        tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+    }
+}
+
+/// The context of a group consumer with no callbacks of its own (the sinks).
+#[derive(Default)]
+pub struct Logged;
+
+impl ClientContext for Logged {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+impl ConsumerContext for Logged {}
 
 /// Applies `extra` over a configuration (used for the operator's map).
 pub trait ExtendWith {

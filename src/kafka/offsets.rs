@@ -154,12 +154,18 @@ pub fn resume<C: ConsumerContext>(consumer: &impl Consumer<C>) -> anyhow::Result
     }
     let mut targets = Vec::with_capacity(tpl.count());
     for (topic, partition, c) in committed(consumer, &tpl)? {
+        // librdkafka queues one report per partition it could not start, so a group's first
+        // start brings one per partition: those need no look at the log's bounds.
+        let Some(c) = c else {
+            targets.push((topic, partition, Offset::Beginning));
+            continue;
+        };
         let mut tries = 0;
         let offset = loop {
             let (low, high) = consumer
                 .fetch_watermarks(&topic, partition, CALL)
                 .map_err(|e| anyhow::anyhow!("reading the bounds of {topic}/{partition}: {e}"))?;
-            match decide(c, low, high) {
+            match decide(Some(c), low, high) {
                 Resume::Committed(o) => break Offset::Offset(o),
                 Resume::Beginning => break Offset::Beginning,
                 Resume::Deleted { committed, low } => {
@@ -198,11 +204,19 @@ pub fn resume<C: ConsumerContext>(consumer: &impl Consumer<C>) -> anyhow::Result
         };
         targets.push((topic, partition, offset));
     }
-    tracing::warn!(
-        partitions = targets.len(),
-        "librdkafka could not continue a partition (auto.offset.reset=error); resumed every assigned \
-         partition from the group's committed offsets"
-    );
+    if targets.iter().all(|(_, _, o)| *o == Offset::Beginning) {
+        // A group's first start: nothing committed anywhere, nothing to worry about.
+        tracing::info!(
+            partitions = targets.len(),
+            "no committed offsets yet: starting every assigned partition at its beginning"
+        );
+    } else {
+        tracing::warn!(
+            partitions = targets.len(),
+            "librdkafka could not continue a partition (auto.offset.reset=error); resumed every assigned \
+             partition from the group's committed offsets"
+        );
+    }
     // librdkafka has stopped fetching the partition it could not continue, and a stopped
     // partition refuses `seek`: the assignment itself is given again, with explicit offsets.
     let mut with_offsets = TopicPartitionList::new();

@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::kafka::{self, BatchLimits, Shutdown};
 
 pub struct SinkSource {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<kafka::Logged>,
     limits: BatchLimits,
 }
 
@@ -18,8 +18,8 @@ impl SinkSource {
     pub fn new(settings: &Settings, group: &str, topics: &[&str]) -> anyhow::Result<SinkSource> {
         // read_committed (the default of every group consumer): aborted transactions never
         // reach a projection.
-        let consumer: StreamConsumer =
-            kafka::group_consumer(&settings.kafka, "llama-mapper-sink", group, &[], Default::default())?;
+        let consumer: StreamConsumer<kafka::Logged> =
+            kafka::group_consumer(&settings.kafka, "llama-mapper-sink", group, &[], kafka::Logged)?;
         anyhow::Context::context(consumer.subscribe(topics), "subscribing to the output topics")?;
         Ok(SinkSource {
             consumer,

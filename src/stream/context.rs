@@ -16,6 +16,10 @@ pub struct StreamContext {
 }
 
 impl ClientContext for StreamContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::log_client_error(&error, reason);
+    }
+
     fn stats(&self, stats: Statistics) {
         for topic in stats.topics.values() {
             for (p, part) in &topic.partitions {
