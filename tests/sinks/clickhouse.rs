@@ -114,10 +114,18 @@ fn a_tenant_user_reads_none_of_another_tenants_rows() {
             assert_eq!(seen.trim(), tenant, "{user} on {table} sees only {tenant}");
         }
     }
-    // The password check is real, and no user is ever run unfiltered as default.
+    // The password check is real: a wrong password fails authentication (Code 516, 403),
+    // while the right one authenticates and only then meets the front's refusal to run a
+    // query as another user (Code 344), never run unfiltered as default. A wrong hash in the
+    // generated users.xml, or `<no_password/>`, turns the first answer into the second.
     let sql = "SELECT count() FROM audit_events";
     let (status, body) = ch.try_query_as(sql, "auditor_acme", "wrong");
-    assert_ne!(status, 200, "{body}");
-    let (status, _) = ch.try_query_as(sql, "auditor_acme", "acme-secret-123");
-    assert_ne!(status, 200, "the test front refuses (never widens) queries as other users");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Code: 516"), "a wrong password is an authentication failure: {body}");
+    let (status, body) = ch.try_query_as(sql, "auditor_acme", "acme-secret-123");
+    assert_ne!(status, 200, "the test front refuses (never widens) queries as other users: {body}");
+    assert!(
+        body.contains("Code: 344") && body.contains("authenticated") && !body.contains("Code: 516"),
+        "the right password authenticates: {body}"
+    );
 }
