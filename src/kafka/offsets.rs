@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// Broker round trips (reading committed offsets, a seek) before the process stops rather
 /// than guess where a partition stands.
-pub const TRIES: usize = 5;
+const TRIES: usize = 5;
 const CALL: Duration = Duration::from_secs(10);
 
 /// The lowest offset of each partition in `batch`: where to seek back to when the batch did
@@ -144,13 +144,9 @@ pub fn decide(committed: Option<i64>, low: i64, high: i64) -> Resume {
 /// committed offset is exactly where each partition stands between batches, so all of them
 /// are put back (the caller has dropped the batch it was collecting).
 pub fn resume<C: ConsumerContext>(consumer: &impl Consumer<C>) -> anyhow::Result<()> {
-    let assigned = consumer.assignment().map_err(|e| anyhow::anyhow!("reading the assignment: {e}"))?;
-    if assigned.count() == 0 {
+    let tpl = consumer.assignment().map_err(|e| anyhow::anyhow!("reading the assignment: {e}"))?;
+    if tpl.count() == 0 {
         return Ok(());
-    }
-    let mut tpl = TopicPartitionList::new();
-    for e in assigned.elements() {
-        tpl.add_partition(e.topic(), e.partition());
     }
     let mut targets = Vec::with_capacity(tpl.count());
     for (topic, partition, c) in committed(consumer, &tpl)? {
