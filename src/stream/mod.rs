@@ -91,6 +91,9 @@ enum Outcome {
     },
     /// Shutdown was requested while the outcome was still open.
     Interrupted,
+    /// Shutdown was requested mid-batch and the batch's transaction was aborted: nothing of
+    /// it is visible, and whoever owns its partitions next reads it again.
+    Aborted,
     Fatal(anyhow::Error),
 }
 
@@ -225,6 +228,13 @@ impl Processor<'_> {
                     self.record_committed(&batch, &out);
                     tracing::debug!(records = batch.len(), took = ?started.elapsed(), "batch committed");
                 }
+                Outcome::Aborted => {
+                    tracing::info!(
+                        records = batch.len(),
+                        "stopping: the batch in flight was aborted and will be read again"
+                    );
+                    return Ok(());
+                }
                 Outcome::Interrupted => {
                     tracing::warn!(
                         "stopping with a transaction whose outcome is open: the broker aborts it after \
@@ -283,7 +293,7 @@ impl Processor<'_> {
         }
         match self.produce(batch, &processed, refused, shutdown).await {
             Produced::Delivered => {}
-            Produced::Interrupted => return Outcome::Interrupted,
+            Produced::Interrupted => return self.abort_for_shutdown(),
             Produced::Failed { error, at_once } => {
                 return self.abort_and(shutdown, TxnStep::Abort, error, at_once).await;
             }
@@ -403,6 +413,24 @@ impl Processor<'_> {
             Ok(()) => Outcome::Retry { error, at_once },
             Err((TxnStep::Fatal, e)) => Outcome::Fatal(anyhow::anyhow!("fatal Kafka error while aborting: {e}")),
             Err(_) => Outcome::Interrupted,
+        }
+    }
+
+    /// Aborts the open transaction once, bounded by [`TXN_CALL`], when shutdown interrupts its
+    /// deliveries. Left open, it would hold every `read_committed` reader of the output
+    /// partitions at its first record (the last stable offset) until the broker's
+    /// `transaction.timeout.ms`: a rolling restart stalled analytics and the sinks for a
+    /// minute, behind the records the partitions' new owner had already committed. librdkafka
+    /// purges what is still queued and waits for what is in flight, so the wait is short
+    /// unless the broker is unreachable; then the transaction stays open, as before.
+    fn abort_for_shutdown(&self) -> Outcome {
+        self.metrics.transactions.with_label_values(&["abort"]).inc();
+        match tokio::task::block_in_place(|| self.producer.abort_transaction(TXN_CALL)) {
+            Ok(()) => Outcome::Aborted,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not abort the batch's transaction on shutdown");
+                Outcome::Interrupted
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 use super::support::*;
-use crate::common::kafka::{heavy, Broker, MapperProcess, CANONICAL, DLQ, GROUP, INPUT};
+use crate::common::kafka::{heavy, Broker, MapperProcess, AUDIT, CANONICAL, DLQ, GROUP, INPUT};
 
 /// An unpacked detector's output with `n` labels of ~100 characters each.
 fn wide_event(id: &str, n: usize) -> Value {
@@ -206,4 +206,69 @@ fn librdkafka_never_moves_a_committed_partition_back_by_itself() {
     assert_eq!(from_0, 0, "partition 0's records were published again ({from_0} of {on_0})");
     let offsets = broker.group_offsets(GROUP, INPUT);
     assert_eq!(offsets.get(&0), Some(&4_000), "the committed offset stays where the group left it: {offsets:?}");
+}
+
+/// SIGTERM while a batch's deliveries hang: the mapper aborts the batch's transaction before
+/// it exits. It used to leave it open, and Kafka then holds every `read_committed` reader of
+/// the partitions that transaction touched at its first record until
+/// `transaction.timeout.ms` (60 s): a rolling restart froze analytics and the sinks behind
+/// records the partitions' next owner had already committed (CI saw it as 11 000 of 20 000
+/// canonical records readable a minute after a clean scale-in).
+///
+/// The deliveries hang because the canonical topic does not exist yet (the broker creates
+/// none on its own): librdkafka holds those records for `topic.metadata.propagation.max.ms`
+/// (30 s), while the audit topic's records of the same transaction are written. (Two
+/// in-sync replicas asked of a one-broker cluster do not hang it: Kafka 4 counts at most the
+/// replication factor.)
+#[test]
+fn sigterm_mid_batch_aborts_the_transaction_so_readers_are_not_held() {
+    let broker = Broker::start_empty();
+    broker.create_topic(INPUT, 1);
+    broker.create_topic(AUDIT, 1);
+    broker.create_topic(DLQ, 1);
+    const N: usize = 40;
+    let mix = pack_events();
+    let events: Vec<Value> = (0..N)
+        .map(|i| {
+            let mut e = mix[i % mix.len()].clone();
+            e["event_id"] = json!(format!("held-{i}"));
+            e
+        })
+        .collect();
+    broker.produce(INPUT, &keyed(&events));
+    let mut first = MapperProcess::start(&broker, "first", &[]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let id = loop {
+        if let Some((id, _)) = broker.transactions().into_iter().find(|(_, s)| s == "Ongoing") {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no transaction went Ongoing:\n{}", logs(&[&first]));
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // The audit records are written and the canonical ones refused: the batch is stuck.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(broker.read_uncommitted(AUDIT).len() >= N, "the transaction's audit records were written");
+    assert!(first.terminate_within(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", first.log_text());
+    let state = broker.transactions().into_iter().find(|(t, _)| *t == id).map(|(_, s)| s);
+    assert!(
+        matches!(state.as_deref(), Some("CompleteAbort" | "PrepareAbort")),
+        "{id} left {state:?} after a clean stop"
+    );
+    assert!(first.log_text().contains("the batch in flight was aborted"), "{}", first.log_text());
+
+    // The topic appears; the next instance maps the batch, and readers see it at once.
+    broker.create_topic(CANONICAL, 1);
+    let second = MapperProcess::start(&broker, "second", &[]);
+    wait_inputs_committed(&broker, N as i64, Duration::from_secs(90), &[&second]);
+    let committed = Instant::now();
+    // Well inside the 60 s the broker would take to time the first transaction out.
+    let audit = broker.read(AUDIT, N, Duration::from_secs(15));
+    assert_eq!(
+        audit.len(),
+        N,
+        "read_committed held {:?} after the commit:\n{}",
+        committed.elapsed(),
+        second.log_text()
+    );
+    assert_eq!(count_ids(&broker.read(CANONICAL, N, Duration::from_secs(15))).len(), N);
 }
