@@ -349,10 +349,23 @@ mod tests {
 
     #[test]
     fn segment_keys_sort_by_sequence() {
-        let a = "trail/tenants/acme/segments/0000000000000009.ndjson.gz";
-        let b = "trail/tenants/acme/segments/0000000000000010.ndjson.gz";
-        assert!(a < b);
-        assert_eq!(TrailStore::seq_of_key(b), Some(10));
+        // S3 lists keys in byte order; the chain is walked in that order.
+        let store = TrailStore::new(&crate::config::S3Settings {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            bucket: "b".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        // Sixteen digits: ten quadrillion segments per tenant before the order would break.
+        let seqs = [0, 1, 9, 10, 99, 100, 65_535, u64::from(u32::MAX) + 1, 9_999_999_999_999_999];
+        let keys: Vec<String> = seqs.iter().map(|&s| store.segment_key("acme", s)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(sorted, keys, "byte order is sequence order");
+        for (k, &s) in keys.iter().zip(&seqs) {
+            assert_eq!(TrailStore::seq_of_key(k), Some(s), "{k}");
+            assert!(k.starts_with(&store.segments_prefix("acme")), "{k}");
+        }
         assert_eq!(TrailStore::seq_of_key("trail/tenants/acme/segments/notes.txt"), None);
     }
 }

@@ -20,8 +20,16 @@ fn redelivered_events_never_count_twice_and_the_views_agree_with_the_rows() {
     let sink = stack.sink("clickhouse");
     stack.wait_ch("audit_events", 200, Duration::from_secs(60), &[&sink]);
     stack.wait_ch("canonical_events", 200, Duration::from_secs(60), &[&sink]);
-    std::thread::sleep(Duration::from_secs(2)); // let the duplicates land too
+    // The second copies went through the sink too: it committed past all 400 records.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stack.broker.committed("llama-mapper-sink-clickhouse", AUDIT, 6) < 400 {
+        assert!(std::time::Instant::now() < deadline, "the sink did not consume the copies:\n{}", sink.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let raw: usize = stack.ch.query("SELECT count() FROM audit_events").trim().parse().unwrap();
+    assert!((200..=400).contains(&raw), "{raw} rows before merges");
     assert_eq!(stack.ch.query("SELECT count() FROM audit_events FINAL").trim(), "200");
+    assert_eq!(stack.ch.query("SELECT uniqExact(event_id) FROM audit_events").trim(), "200");
     let from_rows = stack.ch.query(
         "SELECT tenant_id, control, uniqExact(event_id) FROM audit_events ARRAY JOIN incident_controls AS control \
          GROUP BY tenant_id, control ORDER BY tenant_id, control",

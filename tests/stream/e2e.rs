@@ -55,7 +55,7 @@ fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
     broker.produce(INPUT, &inputs);
 
     let cfg_s = cfg.to_str().unwrap();
-    let mapper = MapperProcess::start(&broker, "e2e", &[("LLAMA_MAPPER_CONFIG", cfg_s), ("RUST_LOG", "debug")]);
+    let mapper = MapperProcess::start(&broker, "e2e", &[("LLAMA_MAPPER_CONFIG", cfg_s), ("RUST_LOG", "trace")]);
     let n = events.len() + avro_events.len();
     wait_inputs_committed(&broker, inputs.len() as i64, Duration::from_secs(120), &[&mapper]);
     let canonical = wait_committed(&broker, CANONICAL, n, Duration::from_secs(30), &[&mapper]);
@@ -85,6 +85,9 @@ fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
         let v = r.json();
         assert_eq!(&v, &expected[v["event_id"].as_str().unwrap()].1);
     }
+    let audit_ids: std::collections::BTreeSet<String> =
+        audit.iter().map(|r| r.json()["event_id"].as_str().unwrap().to_string()).collect();
+    assert!(audit_ids.iter().eq(expected.keys()), "one audit event per input, none missing, none twice");
     assert!(count_ids(&canonical).values().all(|&c| c == 1));
 
     // Dead letters: each reason once, with source coordinates, and no raw content.
@@ -112,14 +115,36 @@ fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
         }
     }
     let metrics = mapper.metrics();
-    assert!(metrics.contains("mapper_events_in_total"), "{metrics}");
     assert!(!metrics.contains(CANARY));
-    assert!(metrics.contains("mapper_dlq_total{reason=\"oversized\"} 1"), "{metrics}");
-    assert!(metrics.contains("mapper_transactions_total{outcome=\"commit\"}"));
+    assert_eq!(metric(&metrics, "mapper_events_in_total"), inputs.len() as f64, "{metrics}");
+    assert_eq!(metric(&metrics, "mapper_events_out_total"), n as f64, "canonical events over all routes");
+    for reason in ["oversized", "schema_invalid", "undecodable", "unknown_tenant"] {
+        assert_eq!(metric(&metrics, &format!("mapper_dlq_total{{reason=\"{reason}\"}}")), 1.0, "{metrics}");
+    }
+    assert_eq!(metric(&metrics, "mapper_dlq_total"), 4.0, "{metrics}");
+    assert!(metric(&metrics, "mapper_transactions_total{outcome=\"commit\"}") >= 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "mapper_transactions_total{outcome=\"abort\"}"), 0.0, "{metrics}");
     // Rules-only here (the model path is off by default), and the scrape says so.
     assert!(metrics.contains("mapper_model_loaded 0"), "{metrics}");
     assert!(metrics.contains("mapper_model_labels_total{outcome=\"answered\"} 0"), "{metrics}");
     let log = mapper.log_text();
     assert!(log.contains("\"offset\""), "logs carry offsets");
+    // Every level was on (the canary check below means something): the per-batch debug
+    // line and trace lines of the libraries the records pass through.
+    assert!(log.contains("\"batch committed\""), "debug lines in the log");
+    let trace = log.lines().filter(|l| l.contains("\"level\":\"TRACE\"")).count();
+    assert!(trace > 0, "trace lines in the log");
+    println!("log at trace: {} lines, {trace} of them trace", log.lines().count());
     assert!(!log.contains(CANARY), "raw content in the log");
+}
+
+/// The sum of the samples of a Prometheus text exposition whose name (with labels, when
+/// `series` has them) is `series`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(name, _)| *name == series || (!series.contains('{') && name.split('{').next() == Some(series)))
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .sum()
 }
