@@ -218,7 +218,8 @@ fn the_confidence_threshold_decides_between_the_model_and_the_fallback() {
     .unwrap();
     // (global, override for this detector, override for this tenant, the route taken). The
     // tenant's override wins over the detector's; an override for someone else changes nothing.
-    let cases: [(f64, Option<(&str, f64)>, Option<(&str, f64)>, &str); 9] = [
+    type Override = Option<(&'static str, f64)>;
+    let cases: [(f64, Override, Override, &str); 9] = [
         (0.0, None, None, "model"),
         (1.01, None, None, "fallback"),
         (0.0, None, Some(("acme", 1.01)), "fallback"),
