@@ -3,19 +3,13 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use serde_json::{json, Value};
 
 fn mapper(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(common::mapper_bin());
-    cmd.args(args)
-        .current_dir(common::root())
-        .env_remove("LLAMA_MAPPER_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = common::mapper_command();
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -265,10 +259,8 @@ fn a_reader_that_stops_early_ends_mapper_quietly() {
         .map(|i| common::event_json(&format!("e{i}"), "deberta-toxicity", json!("toxic")).to_string() + "\n")
         .collect();
     std::fs::write(&file, input).unwrap();
-    let mut child = Command::new(common::mapper_bin())
+    let mut child = common::mapper_command()
         .args(["map", "--input", file.to_str().unwrap()])
-        .current_dir(common::root())
-        .env_remove("LLAMA_MAPPER_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -297,4 +289,41 @@ fn the_shipped_example_settings_load() {
     let out = mapper(&["show-config", "--config", bad.to_str().unwrap()], "", &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_concurent"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Where settings come from, as the README orders them: `--config`, else
+/// `LLAMA_MAPPER_CONFIG`, else `./llama-mapper.yaml` when it exists, else the defaults; the
+/// `LLAMA_MAPPER_*` variables over whichever file it was.
+#[test]
+fn settings_come_from_the_flag_the_variable_or_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, group: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("kafka:\n  group: {group}\n")).unwrap();
+        p
+    };
+    let (env_file, flag_file) = (write("env.yaml", "from-env"), write("flag.yaml", "from-flag"));
+    let group = |cwd: &std::path::Path, args: &[&str], envs: &[(&str, &std::ffi::OsStr)]| -> String {
+        let mut cmd = common::mapper_command();
+        cmd.env_remove("LLAMA_MAPPER_CONFIG").current_dir(cwd).arg("show-config").args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let kafka = text.split("\nkafka:\n").nth(1).unwrap_or_else(|| panic!("{text}"));
+        let line = kafka.lines().find(|l| l.trim_start().starts_with("group:")).unwrap();
+        line.trim().trim_start_matches("group:").trim().to_string()
+    };
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(group(empty.path(), &[], &[]), "llama-mapper", "the defaults without any file");
+    write("llama-mapper.yaml", "from-cwd");
+    assert_eq!(group(dir.path(), &[], &[]), "from-cwd");
+    let var = [("LLAMA_MAPPER_CONFIG", env_file.as_os_str())];
+    assert_eq!(group(dir.path(), &[], &var), "from-env");
+    let flag = ["--config", flag_file.to_str().unwrap()];
+    assert_eq!(group(dir.path(), &flag, &var), "from-flag");
+    let over = [("LLAMA_MAPPER_CONFIG", env_file.as_os_str()), ("LLAMA_MAPPER_KAFKA__GROUP", "from-var".as_ref())];
+    assert_eq!(group(dir.path(), &flag, &over), "from-var", "the environment over the file");
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::json;
 
@@ -52,9 +52,8 @@ fn events_with_canaries() -> Vec<String> {
 fn canaries_in_content_appear_in_no_output_error_or_log() {
     let input = events_with_canaries().join("\n");
     for args in [vec!["map"], vec!["map", "--audit"]] {
-        let mut child = Command::new(common::mapper_bin())
+        let mut child = common::mapper_command()
             .args(&args)
-            .current_dir(common::root())
             .env("RUST_LOG", "trace")
             .env("LLAMA_MAPPER_LOG__FORMAT", "json")
             .stdin(Stdio::piped())

@@ -469,11 +469,9 @@ impl MapperProcess {
         let metrics_port = free_port();
         let log = std::env::temp_dir().join(format!("mapper-{instance}-{}-{metrics_port}.log", std::process::id()));
         let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(super::mapper_bin());
+        let mut cmd = super::mapper_command();
         cmd.args(["run", "--instance-id", instance])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .current_dir(root())
-            .env_remove("LLAMA_MAPPER_CONFIG")
             .env("RUST_LOG", "info")
             .env("LLAMA_MAPPER_LOG__FORMAT", "json")
             .stdout(Stdio::null())

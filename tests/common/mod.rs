@@ -53,6 +53,23 @@ pub fn mapper_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mapper")
 }
 
+/// `mapper`, run from the repository root (the settings' relative defaults point there), with
+/// nothing of the developer's environment: no `LLAMA_MAPPER_*` or `RUST_LOG` variable, and an
+/// explicit empty settings file instead of a `./llama-mapper.yaml` that may lie around. A test
+/// that needs settings sets `LLAMA_MAPPER_CONFIG` or `LLAMA_MAPPER_*` on the command.
+pub fn mapper_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(mapper_bin());
+    cmd.current_dir(root());
+    for (k, _) in std::env::vars_os() {
+        let name = k.to_string_lossy();
+        if name.starts_with("LLAMA_MAPPER_") || name == "RUST_LOG" {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("LLAMA_MAPPER_CONFIG", root().join("tests/common/no-settings.yaml"));
+    cmd
+}
+
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

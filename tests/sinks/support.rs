@@ -3,15 +3,15 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 pub use crate::common::kafka::SINK_DLQ;
 use crate::common::kafka::{free_port, Broker, MapperProcess, AUDIT, CANONICAL};
+use crate::common::mapper_command;
 use crate::common::stores::{ClickHouse, S3Server, S3_KEY, S3_SECRET};
-use crate::common::{mapper_bin, root};
 
 pub struct Stack {
     pub broker: Broker,
@@ -84,8 +84,8 @@ impl Stack {
     }
 
     pub fn mapper_with(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(mapper_bin());
-        cmd.args(args).current_dir(root()).env_remove("LLAMA_MAPPER_CONFIG").env("RUST_LOG", "warn");
+        let mut cmd = mapper_command();
+        cmd.args(args).env("RUST_LOG", "warn");
         for (k, v) in self.env() {
             cmd.env(k, v);
         }
@@ -251,8 +251,8 @@ pub struct SinkProcess {
 impl SinkProcess {
     pub fn start(stack: &Stack, which: &str, extra: &[(&str, &str)]) -> SinkProcess {
         let log = stack.dir.path().join(format!("sink-{which}-{}.log", free_port()));
-        let mut cmd = Command::new(mapper_bin());
-        cmd.args(["sink", which]).current_dir(root()).env_remove("LLAMA_MAPPER_CONFIG").env("RUST_LOG", "info");
+        let mut cmd = mapper_command();
+        cmd.args(["sink", which]).env("RUST_LOG", "info");
         for (k, v) in stack.env() {
             cmd.env(k, v);
         }

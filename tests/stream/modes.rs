@@ -1,4 +1,3 @@
-use std::process::Command;
 use std::time::Duration;
 
 use llama_mapper::contracts::{avro, Contract};
@@ -49,14 +48,8 @@ fn topics_apply_then_check() {
         std::fs::write(defs.path().join(f.file_name().unwrap()), text).unwrap();
     }
     let defs_dir = defs.path().to_str().unwrap().to_string();
-    let bin = crate::common::mapper_bin();
     let run = |args: &[&str]| {
-        let out = Command::new(bin)
-            .args(args)
-            .args(["--brokers", &broker.brokers()])
-            .current_dir(crate::common::root())
-            .output()
-            .unwrap();
+        let out = crate::common::mapper_command().args(args).args(["--brokers", &broker.brokers()]).output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let (code, before) = run(&["topics", "check", "--dir", &defs_dir]);
@@ -105,9 +98,8 @@ fn the_operator_client_settings_reach_produce_tail_and_topics() {
     std::fs::write(&events, format!("{}\n", pack_events()[0])).unwrap();
     let input = broker.name(INPUT);
     let run = |cfg: Option<&std::path::Path>, args: &[&str]| {
-        let mut cmd = Command::new(crate::common::mapper_bin());
-        cmd.args(args).args(["--brokers", &broker.brokers()]).current_dir(crate::common::root());
-        cmd.env_remove("LLAMA_MAPPER_CONFIG");
+        let mut cmd = crate::common::mapper_command();
+        cmd.args(args).args(["--brokers", &broker.brokers()]);
         if let Some(c) = cfg {
             cmd.env("LLAMA_MAPPER_CONFIG", c);
         }
