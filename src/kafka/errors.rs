@@ -10,16 +10,15 @@ pub fn is_fatal(e: &KafkaError) -> bool {
     match e {
         KafkaError::Transaction(r) => r.is_fatal(),
         _ => e.rdkafka_error_code().is_some_and(|c| {
-            matches!(
-                c,
-                RDKafkaErrorCode::Fenced
-                    | RDKafkaErrorCode::ProducerFenced
-                    | RDKafkaErrorCode::InvalidProducerEpoch
-                    | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
-                    | RDKafkaErrorCode::Fatal
-            )
+            is_fence(c) || matches!(c, RDKafkaErrorCode::TransactionalIdAuthorizationFailed | RDKafkaErrorCode::Fatal)
         }),
     }
+}
+
+/// A transactional producer's fatal error that means another producer with the same
+/// transactional id started after it (a newer epoch).
+pub fn is_fence(code: RDKafkaErrorCode) -> bool {
+    matches!(code, RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
 }
 
 /// A produce error that belongs to the record, not to the broker or the network: the same

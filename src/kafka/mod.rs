@@ -14,7 +14,7 @@ mod shutdown;
 pub use batch::{collect, BatchLimits};
 pub use client::{admin, client_config, group_consumer, log_client_error, producer, reader, ExtendWith, Logged};
 pub use deliver::{await_all, enqueue, headers, Delivery};
-pub use errors::{is_fatal, is_record_level, txn_step, TxnStep};
+pub use errors::{is_fatal, is_fence, is_record_level, txn_step, TxnStep};
 pub use offsets::{first_offsets, next_offsets};
 pub use shutdown::{shutdown_signal, Shutdown};
 

@@ -141,9 +141,10 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> anyhow::Result<(
         ],
         ctx,
     )?;
+    let transactional_id = format!("{}-{instance}", k.group);
     let mut extra = Vec::new();
     if k.guarantee == Guarantee::ExactlyOnce {
-        extra.push(("transactional.id", format!("{}-{instance}", k.group)));
+        extra.push(("transactional.id", transactional_id.clone()));
         extra.push(("transaction.timeout.ms", k.transaction_timeout_ms.to_string()));
     }
     let producer: FutureProducer = kafka::producer(k, "llama-mapper", &extra)?;
@@ -175,6 +176,7 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> anyhow::Result<(
         consumer: &consumer,
         producer: &producer,
         max_record_bytes,
+        transactional_id,
     };
     let result = processor.run_loop(&mut shutdown).await;
     metrics.set_ready(false);
@@ -196,6 +198,8 @@ struct Processor<'a> {
     /// The producer's `message.max.bytes`: an output over it is dead-lettered before it is
     /// sent, so it never costs an aborted transaction.
     max_record_bytes: usize,
+    /// `<group>-<instance>`: named when another instance fences this one.
+    transactional_id: String,
 }
 
 impl Processor<'_> {
@@ -403,16 +407,28 @@ impl Processor<'_> {
     /// the loop does next.
     async fn abort_and(&self, shutdown: &mut Shutdown, step: TxnStep, error: String, at_once: bool) -> Outcome {
         if step == TxnStep::Fatal {
-            return Outcome::Fatal(anyhow::anyhow!(
-                "fatal Kafka error: {error} (fenced by another instance with the same transactional id? \
-                 give every instance its own kafka.instance_id)"
-            ));
+            return Outcome::Fatal(self.fatal(&error));
         }
         self.metrics.transactions.with_label_values(&["abort"]).inc();
         match self.txn_call("abort_transaction", shutdown, true, || self.producer.abort_transaction(TXN_CALL)).await {
             Ok(()) => Outcome::Retry { error, at_once },
-            Err((TxnStep::Fatal, e)) => Outcome::Fatal(anyhow::anyhow!("fatal Kafka error while aborting: {e}")),
+            Err((TxnStep::Fatal, e)) => Outcome::Fatal(self.fatal(&e)),
             Err(_) => Outcome::Interrupted,
+        }
+    }
+
+    /// The error a fatally failed producer stops the process with. librdkafka keeps the cause
+    /// of its fatal state (the failing call may only say "requires abort", or name the step
+    /// that met it); when that cause is a fence, the remedy is the operator's.
+    fn fatal(&self, error: &str) -> anyhow::Error {
+        match self.producer.client().fatal_error() {
+            Some((code, reason)) if kafka::is_fence(code) => anyhow::anyhow!(
+                "fenced: another instance runs with this one's transactional id ({}); give every \
+                 instance its own kafka.instance_id (librdkafka: {reason})",
+                self.transactional_id
+            ),
+            Some((code, reason)) => anyhow::anyhow!("fatal Kafka error: {reason} ({code:?}; the call said: {error})"),
+            None => anyhow::anyhow!("fatal Kafka error: {error}"),
         }
     }
 
