@@ -45,6 +45,17 @@ fn redelivered_events_never_count_twice_and_the_views_agree_with_the_rows() {
          GROUP BY tenant_id, detector)",
     );
     assert_eq!(coverage.trim(), "200");
+
+    // A second `clickhouse migrate` (every deploy runs it) applies nothing and keeps the rows.
+    let again = stack.mapper(&["clickhouse", "migrate"]);
+    assert!(again.status.success(), "{}", text(&again));
+    let known = llama_mapper::sinks::clickhouse::migrate::MIGRATIONS.len();
+    assert!(text(&again).contains(&format!("{known} migrations known, 0 applied now")), "{}", text(&again));
+    assert_eq!(
+        stack.ch.query("SELECT count(), uniqExact(version) FROM mapper_schema_migrations").trim(),
+        format!("{known}\t{known}")
+    );
+    assert_eq!(stack.ch.query("SELECT count() FROM audit_events FINAL").trim(), "200");
 }
 
 #[test]
