@@ -122,3 +122,22 @@ fn the_operator_client_settings_reach_produce_tail_and_topics() {
     let (ok, text) = run(None, &tail);
     assert!(ok && text.contains(pack_events()[0]["event_id"].as_str().unwrap()), "{text}");
 }
+
+/// `/readyz` says whether the instance has joined its group: not while no broker answers, and
+/// `/healthz` stays 200 meanwhile (nothing is stalled; there is no batch), so an orchestrator
+/// holds traffic and alerts without restarting it in a loop.
+#[test]
+fn not_ready_until_it_has_joined_and_healthy_while_waiting() {
+    let broker = Broker::start_empty();
+    let nowhere = format!("127.0.0.1:{}", crate::common::kafka::free_port());
+    let mapper = MapperProcess::start(&broker, "unready", &[("LLAMA_MAPPER_KAFKA__BROKERS", &nowhere)]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while mapper.health().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no metrics server:\n{}", mapper.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let ready = crate::common::kafka::http_get(mapper.metrics_port, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 503") && ready.ends_with("not ready\n"), "{ready}");
+    assert_eq!(mapper.health().map(|h| h.0), Some(200));
+}
