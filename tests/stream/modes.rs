@@ -35,6 +35,46 @@ fn at_least_once_with_avro_output() {
     }
 }
 
+/// At-least-once under `kill -9`: each kill lands while work is left (committed offsets short
+/// of the end), each restart moves them on, and in the end every event is on the canonical
+/// topic at least once. Copies are allowed in this mode and counted: they are what the
+/// killed incarnations published but had not committed.
+#[test]
+fn at_least_once_loses_nothing_under_kill_nine() {
+    let _heavy = crate::common::kafka::heavy();
+    let broker = Broker::start();
+    let mix = pack_events();
+    const N: usize = 12_000;
+    let events: Vec<Value> = (0..N)
+        .map(|i| {
+            let mut e = mix[i % mix.len()].clone();
+            e["event_id"] = serde_json::json!(format!("alo-{i}"));
+            e["tenant_id"] = serde_json::json!(format!("tenant-{}", i % 12));
+            e
+        })
+        .collect();
+    broker.produce(INPUT, &keyed(&events));
+    let env = [("LLAMA_MAPPER_KAFKA__GUARANTEE", "at-least-once"), ("LLAMA_MAPPER_KAFKA__BATCH_SIZE", "200")];
+    let mut last = 0;
+    for round in 1..=3 {
+        let mut mapper = MapperProcess::start(&broker, "alo-kill", &env);
+        let goal = last + 2_000;
+        wait_inputs_committed(&broker, goal, Duration::from_secs(120), &[&mapper]);
+        mapper.kill9();
+        let at = broker.committed_inputs();
+        assert!(at < N as i64, "round {round}: the kill came after the end ({at})");
+        assert!(at > last, "round {round}: no progress ({at} after {last})");
+        last = at;
+    }
+    let mapper = MapperProcess::start(&broker, "alo-kill", &env);
+    wait_inputs_committed(&broker, N as i64, Duration::from_secs(180), &[&mapper]);
+    // Everything: with copies there are more than N records (deliveries come before the commit).
+    let counts = count_ids(&broker.read_all(CANONICAL));
+    assert_eq!(counts.len(), N, "every event at least once:\n{}", logs(&[&mapper]));
+    let copies: usize = counts.values().map(|c| c - 1).sum();
+    println!("at-least-once, 3 kills: {N} events, {copies} extra copies");
+}
+
 /// `mapper topics apply` creates what topics/*.yaml defines; `check` then passes, and fails
 /// on a topic whose partition count differs. (The definitions are copied with this test's
 /// prefix on their names, so the run's shared broker stays clean.)
