@@ -7,10 +7,11 @@
 //! policy context — parsed from the input when it is JSON; `output`, `content`, `metadata` and
 //! any unknown key are dropped (`mapper.fields-dropped` names them). An input that cannot be
 //! parsed (undecodable, oversized, Avro) gets no value at all. Every dead letter carries the
-//! reason, the payload's size and the source topic/partition/offset: the original stays in the
+//! reason, the payload's size and SHA-256, and the source topic/partition/offset: the original stays in the
 //! input topic for that topic's retention, which is where a corrected replay reads it from.
 
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::{RejectReason, Rejected};
 
@@ -42,6 +43,10 @@ pub fn dead_letter(rejected: &Rejected, payload: &[u8], source: &SourceCoords) -
         ("mapper.source.partition", source.partition.to_string()),
         ("mapper.source.offset", source.offset.to_string()),
         ("mapper.payload.bytes", payload.len().to_string()),
+        // Which input this was, checkable against the original in the input topic without
+        // copying it. The payload holds the event's own id and timestamps, so the digest
+        // cannot be matched against guesses of its content alone.
+        ("mapper.payload.sha256", hex::encode(Sha256::digest(payload))),
     ];
     let parseable = !matches!(rejected.reason, RejectReason::Oversized | RejectReason::Undecodable);
     let value = match parseable.then(|| serde_json::from_slice::<Value>(payload).ok()).flatten() {

@@ -61,6 +61,8 @@ fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
     let canonical = wait_committed(&broker, CANONICAL, n, Duration::from_secs(30), &[&mapper]);
     let audit = wait_committed(&broker, AUDIT, n, Duration::from_secs(30), &[&mapper]);
     let dlq = wait_committed(&broker, DLQ, 4, Duration::from_secs(30), &[&mapper]);
+    let input_records = broker.read_all(INPUT);
+    assert_eq!(input_records.len(), inputs.len());
     assert_eq!(dlq.len(), 4, "one dead letter per bad input, none twice");
 
     // Exactly the outputs of the mapping core, once each.
@@ -97,9 +99,21 @@ fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
         reasons.keys().map(String::as_str).collect::<Vec<_>>(),
         ["oversized", "schema_invalid", "undecodable", "unknown_tenant"]
     );
+    // Each dead letter points at its input and proves which one it was: source coordinates,
+    // the payload's size and SHA-256 (computed here from what Kafka's consumer read back),
+    // and the input's key.
+    let input_log: BTreeMap<(i32, i64), &crate::common::kafka::Record> =
+        input_records.iter().map(|r| ((r.partition, r.offset), r)).collect();
     for r in &dlq {
         assert_eq!(r.headers["mapper.source.topic"], broker.name(INPUT));
-        assert!(r.headers["mapper.source.offset"].parse::<i64>().is_ok());
+        let at =
+            (r.headers["mapper.source.partition"].parse().unwrap(), r.headers["mapper.source.offset"].parse().unwrap());
+        let src = input_log.get(&at).unwrap_or_else(|| panic!("no input at {at:?}"));
+        let payload = src.value.as_deref().unwrap_or_default();
+        assert_eq!(r.headers["mapper.payload.bytes"], payload.len().to_string());
+        use sha2::Digest as _;
+        assert_eq!(r.headers["mapper.payload.sha256"], hex::encode(sha2::Sha256::digest(payload)));
+        assert_eq!(r.key, src.key, "keyed as it came");
     }
     let schema_bad = reasons["schema_invalid"].json();
     assert_eq!(schema_bad["event_id"], "bad-schema", "a parseable reject keeps its fields");
