@@ -353,6 +353,8 @@ mod tests {
         let store = TrailStore::new(&crate::config::S3Settings {
             endpoint: Some("http://127.0.0.1:9".into()),
             bucket: "b".into(),
+            access_key_id: Some("k".into()),
+            secret_access_key: Some("s".into()),
             ..Default::default()
         })
         .unwrap();
