@@ -134,6 +134,8 @@ fn detectors_add_scaffolds_a_pack_that_lints() {
     }
     let again = mapper(&["detectors", "add", "--name", "acme-guard", "--catalog-dir", d], "", &[]);
     assert!(!again.status.success(), "refuses to overwrite");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("acme-guard.yaml already exists"));
+    assert_eq!(common::read(&dir.path().join("acme-guard.yaml")), text, "the pack is untouched");
     let list = mapper(&["detectors", "list", "--catalog-dir", d], "", &[]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("acme-guard"));
     let lint = mapper(&["detectors", "lint", "--catalog-dir", d], "", &[]);
@@ -156,10 +158,14 @@ fn thresholds_set_and_resolve_global_tenant_environment() {
         let out = mapper(&a, "", &[]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    let before = common::read(&cfg);
     let bad = mapper(&["set-threshold", "--detector", "presidio", "--threshold", "1.5", "--config", c], "", &[]);
     assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("threshold must be within [0, 1], got 1.5"));
     let unknown = mapper(&["set-threshold", "--detector", "nope", "--threshold", "0.5", "--config", c], "", &[]);
     assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no pack for detector 'nope'"));
+    assert_eq!(common::read(&cfg), before, "a refused threshold leaves the settings file as it was");
 
     let row = |args: &[&str]| -> String {
         let mut a = vec!["show-thresholds", "--config", c];

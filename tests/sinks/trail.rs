@@ -143,6 +143,10 @@ fn events_flow_to_clickhouse_and_a_verifiable_trail_that_replays_and_exposes_tam
     // One tenant's auditor verifies only that tenant, and a clean tenant still passes alone.
     let (ok, report) = stack.verify(&["--tenant", "acme", "--no-clickhouse"]);
     assert!(!ok && !report.contains("globex") && !report.contains("initech"), "{report}");
+    assert!(
+        report.contains(&format!("event_id {victim_id}")) && report.contains("altered"),
+        "acme's fault named: {report}"
+    );
     // The ClickHouse cross-check names what the trail lost.
     let (_, report) = stack.verify(&["--tenant", "globex"]);
     assert!(report.contains("only in ClickHouse: ") && !report.contains("only in ClickHouse: none"), "{report}");
@@ -175,6 +179,8 @@ fn compliance_mode_objects_cannot_be_deleted_or_shortened() {
             .send()
             .await;
         assert!(del.is_err(), "a COMPLIANCE object version cannot be deleted, even with bypass");
+        let still = c.get_object().bucket(&stack.bucket).key(&key).version_id(&version).send().await;
+        assert!(still.is_ok(), "the version is still there after the refused delete: {still:?}");
         let sooner = aws_sdk_s3::primitives::DateTime::from(std::time::SystemTime::now() + Duration::from_secs(60));
         let shorten = c
             .put_object_retention()
@@ -190,6 +196,12 @@ fn compliance_mode_objects_cannot_be_deleted_or_shortened() {
             .send()
             .await;
         assert!(shorten.is_err(), "a COMPLIANCE retention cannot be shortened");
+        let after = c.get_object_retention().bucket(&stack.bucket).key(&key).send().await.unwrap();
+        assert_eq!(
+            after.retention().unwrap().retain_until_date(),
+            r.retention().unwrap().retain_until_date(),
+            "the retention date is what it was"
+        );
     });
     // The write-once PUT the sink relies on: a second writer of the same key loses, and the
     // object keeps the first writer's bytes.

@@ -66,7 +66,13 @@ fn poison_records_go_to_the_dlq_and_the_rest_of_the_partition_commits() {
     assert_eq!(dlq.len(), 3, "one dead letter per poison record: {got:?}");
     assert_eq!(got, want);
     for r in &dlq {
-        assert!(!r.headers["mapper.dlq.error"].is_empty());
+        let (reason, error) = (&r.headers["mapper.dlq.reason"], &r.headers["mapper.dlq.error"]);
+        let want = match reason.as_str() {
+            "too_many_labels" => "the detector output holds 300 labels; at most 256 are mapped per event",
+            "output_too_large" => "record would be",
+            _ => "the broker refused the",
+        };
+        assert!(error.contains(want), "{reason}: {error}");
     }
     let canonical = broker.read(CANONICAL, 997, Duration::from_secs(20));
     let sources: Vec<i64> = canonical.iter().map(|r| r.source().1).collect();
@@ -151,6 +157,7 @@ fn a_frozen_broker_neither_hangs_the_loop_nor_blocks_sigterm() {
     let took = asked.elapsed();
     broker.thaw();
     assert!(exited.is_some(), "SIGTERM ignored for 20 s while the broker was frozen:\n{}", logs(&[&mapper]));
+    assert!(exited.unwrap().success(), "a SIGTERM stop is a clean exit:\n{}", logs(&[&mapper]));
     println!("SIGTERM during a freeze: exited in {took:?}");
 }
 
