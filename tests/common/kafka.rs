@@ -40,6 +40,19 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A free port below the kernel's ephemeral range (32768–60999 by default), for a server that
+/// is stopped and started again on the same port: no outgoing connection of the machine can
+/// take it meanwhile, as one could a port the OS handed out from that range.
+pub fn stable_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as usize;
+    let start = (std::process::id() as usize * 7_919 + nanos + NEXT.fetch_add(97, Ordering::SeqCst)) % 22_000;
+    (0..22_000)
+        .map(|i| 10_000 + ((start + i) % 22_000) as u16)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 10000-31999")
+}
+
 /// Tests that load the machine (thousands of events, kills, broker faults) run one at a
 /// time within a test binary: on two cores, several at once would time each other out.
 pub fn heavy() -> MutexGuard<'static, ()> {
@@ -128,7 +141,7 @@ impl Broker {
 
     /// A server of this test's own (it may stop, freeze and restart it), with the four topics.
     pub fn dedicated() -> Broker {
-        let port = free_port();
+        let port = stable_port();
         let dir = std::env::temp_dir().join(format!("mapper-test-kafka-{}-{port}", std::process::id()));
         Server::start(port, &dir, true);
         let b = Broker::lane(Arc::new(Server { port, dir, owned: true }));
@@ -461,17 +474,20 @@ fn unescape(s: &str) -> Vec<u8> {
 pub struct MapperProcess {
     pub child: Child,
     pub log: PathBuf,
-    pub metrics_port: u16,
+    /// The port the process's metrics server bound (it is given port 0 and logs the one it
+    /// got), read from the log on first use.
+    pub metrics_port: OnceLock<u16>,
 }
 
 impl MapperProcess {
     pub fn start(broker: &Broker, instance: &str, extra: &[(&str, &str)]) -> MapperProcess {
-        let metrics_port = free_port();
-        let log = std::env::temp_dir().join(format!("mapper-{instance}-{}-{metrics_port}.log", std::process::id()));
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let log = std::env::temp_dir().join(format!("mapper-{instance}-{}-{n}.log", std::process::id()));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = super::mapper_command();
         cmd.args(["run", "--instance-id", instance])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env("LLAMA_MAPPER_LOG__FORMAT", "json")
             .stdout(Stdio::null())
@@ -482,7 +498,7 @@ impl MapperProcess {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        MapperProcess { child: cmd.spawn().unwrap(), log, metrics_port }
+        MapperProcess { child: cmd.spawn().unwrap(), log, metrics_port: OnceLock::new() }
     }
 
     pub fn kill9(&mut self) {
@@ -510,13 +526,32 @@ impl MapperProcess {
         self.terminate_within(Duration::from_secs(30)).expect("mapper did not stop on SIGTERM within 30 s")
     }
 
+    /// The metrics server's port, from the log line that reports it (waits for it, 60 s).
+    pub fn port(&self) -> u16 {
+        *self.metrics_port.get_or_init(|| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let log = self.log_text();
+                let line = log.lines().find(|l| l.contains("metrics, /healthz and /readyz listening"));
+                if let Some(port) = line
+                    .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .and_then(|v| v["fields"]["metrics"].as_str()?.rsplit(':').next()?.parse().ok())
+                {
+                    return port;
+                }
+                assert!(Instant::now() < deadline, "no metrics address in the log:\n{log}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    }
+
     pub fn metrics(&self) -> String {
-        http_get(self.metrics_port, "/metrics")
+        http_get(self.port(), "/metrics")
     }
 
     /// `/healthz`: (HTTP status, body), or `None` when nothing answers.
     pub fn health(&self) -> Option<(u16, String)> {
-        let resp = http_get(self.metrics_port, "/healthz");
+        let resp = http_get(self.port(), "/healthz");
         let code = resp.split_whitespace().nth(1)?.parse().ok()?;
         Some((code, resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
     }

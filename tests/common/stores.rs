@@ -30,13 +30,14 @@ fn wait_port(port: u16, what: &str, timeout: Duration) {
     }
 }
 
-/// `n` consecutive free loopback ports whose +10000 twins are free too, below 45000. weed
-/// derives some ports (gRPC, its worker's admin link) as port + 10000, so a block picked from
-/// the ephemeral range (up to 60999) could ask it for a port above 65535, or one in use.
+/// `n` consecutive free loopback ports whose +10000 twins are free too, all below the kernel's
+/// ephemeral range (from 32768): weed derives some ports (gRPC, its worker's admin link) as
+/// port + 10000, and the server is restarted on the same ports after an outage, when a port
+/// from the ephemeral range could have gone to some outgoing connection meanwhile.
 pub fn free_port_block(n: u16) -> Vec<u16> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let seed = u64::from(std::process::id()) << 32 ^ u64::from(nanos);
-    let mut base = 20_000 + (seed.wrapping_mul(2_654_435_761) % 24_000) as u16;
+    let mut base = 10_000 + (seed.wrapping_mul(2_654_435_761) % 12_000) as u16;
     loop {
         let ok = (0..n).all(|i| {
             [base + i, base + i + 10_000].iter().all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
@@ -44,7 +45,7 @@ pub fn free_port_block(n: u16) -> Vec<u16> {
         if ok {
             return (0..n).map(|i| base + i).collect();
         }
-        base = if base + 2 * n >= 45_000 { 20_000 } else { base + n };
+        base = if base + 2 * n >= 22_000 { 10_000 } else { base + n };
     }
 }
 
@@ -139,7 +140,13 @@ impl ClickHouse {
 
     pub fn start_with_users(users: Option<&Path>) -> ClickHouse {
         let mut c =
-            ClickHouse { dir: tempfile::tempdir().unwrap(), port: 0, users: users.map(Path::to_path_buf), child: None };
+            // A port below the ephemeral range: `resume` after an outage binds it again.
+            ClickHouse {
+                dir: tempfile::tempdir().unwrap(),
+                port: crate::common::kafka::stable_port(),
+                users: users.map(Path::to_path_buf),
+                child: None,
+            };
         c.resume();
         c
     }

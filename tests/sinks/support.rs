@@ -260,7 +260,9 @@ impl SinkProcess {
             cmd.env(k, v);
         }
         cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-        SinkProcess { inner: MapperProcess { child: cmd.spawn().unwrap(), log, metrics_port: 0 } }
+        SinkProcess {
+            inner: MapperProcess { child: cmd.spawn().unwrap(), log, metrics_port: std::sync::OnceLock::from(0) },
+        }
     }
 
     pub fn log(&self) -> String {

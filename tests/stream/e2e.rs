@@ -128,7 +128,7 @@ fn every_pack_event_maps_exactly_once_and_bad_input_goes_to_the_dlq() {
             assert!(!text.contains(CANARY) && !text.contains("078-05-1120"), "raw content in {topic}: {text}");
         }
     }
-    let ready = crate::common::kafka::http_get(mapper.metrics_port, "/readyz");
+    let ready = crate::common::kafka::http_get(mapper.port(), "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200") && ready.ends_with("ready\n"), "joined, so ready: {ready}");
     let metrics = mapper.metrics();
     assert!(!metrics.contains(CANARY));

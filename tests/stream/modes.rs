@@ -177,7 +177,7 @@ fn not_ready_until_it_has_joined_and_healthy_while_waiting() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let ready = crate::common::kafka::http_get(mapper.metrics_port, "/readyz");
+    let ready = crate::common::kafka::http_get(mapper.port(), "/readyz");
     assert!(ready.starts_with("HTTP/1.1 503") && ready.ends_with("not ready\n"), "{ready}");
     assert_eq!(mapper.health().map(|h| h.0), Some(200));
 }
