@@ -345,3 +345,100 @@ fn the_fine_tuned_small_model_maps_labels_it_never_saw() {
     };
     assert!(mean(true) > mean(false), "confidence right {:.2} vs wrong {:.2}", mean(true), mean(false));
 }
+
+// --- The model path as users run it -------------------------------------------------------
+
+/// The settings that point a `mapper` process at the tiny model.
+fn model_env(timeout_ms: u64, enabled: bool) -> Vec<(String, String)> {
+    let f = fixture();
+    [
+        ("LLAMA_MAPPER_MODEL__ENABLED", enabled.to_string()),
+        ("LLAMA_MAPPER_MODEL__PATH", f.base.display().to_string()),
+        ("LLAMA_MAPPER_MODEL__NAME", "tiny-llama".into()),
+        ("LLAMA_MAPPER_MODEL__FORCE_CPU", "true".into()),
+        ("LLAMA_MAPPER_MODEL__MIN_CONFIDENCE", "0".into()),
+        ("LLAMA_MAPPER_MODEL__TIMEOUT_MS", timeout_ms.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// `mapper model eval` is an explicit request for the model: it scores it with the kill-switch
+/// off and the stream's timeout lifted (a 1 ms timeout would leave every case unanswered), on
+/// the same validation split `mapper dataset build` holds out, and its answers are the model's.
+#[test]
+fn mapper_model_eval_scores_the_configured_model() {
+    use llama_mapper::dataset::Options;
+    use llama_mapper::model::eval::validation_cases;
+
+    let out = common::mapper_command()
+        .args(["model", "eval", "--limit", "6", "--json", "--show"])
+        .envs(model_env(1, false))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["model"], "tiny-llama", "{report}");
+    assert_eq!((report["examples"].as_u64(), report["answered"].as_u64()), (Some(6), Some(6)), "{report}");
+
+    let catalog = common::catalog();
+    let opts = Options { seed: 7, validation_fraction: 0.2, ..Options::default() };
+    let cases = validation_cases(&catalog, &opts, false, 6);
+    let raw: Vec<&str> =
+        report["answers"].as_array().unwrap().iter().map(|a| a["raw_label"].as_str().unwrap()).collect();
+    assert_eq!(
+        raw,
+        cases.iter().map(|c| c.query.raw_label.as_str()).collect::<Vec<_>>(),
+        "the split dataset build holds out"
+    );
+    let direct = decide_cases(&ModelRuntime::load(&settings(false), labels()), &cases);
+    let answered: Vec<Option<String>> =
+        report["answers"].as_array().unwrap().iter().map(|a| a["label"].as_str().map(str::to_string)).collect();
+    assert_eq!(answered, direct, "the command's answers are the model's");
+}
+
+/// Inside `mapper run`: a model that answers within `model.timeout_ms` decides the labels no
+/// pack knows (route `model`); one that cannot (1 ms) hands them to the rules (route
+/// `fallback`, `OTHER.Unknown`), the timeout is counted, and every event is still mapped once.
+#[test]
+fn inside_mapper_run_the_model_decides_unknown_labels_or_times_out_to_the_rules() {
+    use common::kafka::{Broker, MapperProcess, CANONICAL, INPUT};
+
+    for (timeout_ms, route) in [(120_000u64, "model"), (1, "fallback")] {
+        let broker = Broker::start();
+        let events: Vec<(String, Vec<u8>)> = (0..40)
+            .map(|i| {
+                let label = ["weird_thing_42", "zorblax_7", "qq-frob-level", "blorp"][i % 4];
+                let e = common::event_json(&format!("m{i}"), "in-house-guard", json!({"label": label, "score": 0.9}));
+                ("acme".to_string(), serde_json::to_vec(&e).unwrap())
+            })
+            .collect();
+        broker.produce(INPUT, &events);
+        let env = model_env(timeout_ms, true);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mapper = MapperProcess::start(&broker, &format!("model-{timeout_ms}"), &env);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        while broker.committed_inputs() < 40 {
+            assert!(std::time::Instant::now() < deadline, "not all committed:\n{}", mapper.log_text());
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let out = broker.read(CANONICAL, 40, std::time::Duration::from_secs(30));
+        assert_eq!(out.len(), 40, "every event mapped once");
+        for r in &out {
+            let v = r.json();
+            let routes: Vec<&str> =
+                v["lineage"].as_array().unwrap().iter().filter_map(|l| l["route"].as_str()).collect();
+            assert!(routes.contains(&route), "timeout {timeout_ms} ms: {routes:?}");
+        }
+        let metrics = mapper.metrics();
+        assert!(metrics.contains("mapper_model_loaded 1"), "{metrics}");
+        let timeouts = metrics.lines().find(|l| l.starts_with("mapper_model_timeouts_total ")).unwrap();
+        if route == "fallback" {
+            assert_ne!(timeouts, "mapper_model_timeouts_total 0", "{metrics}");
+        } else {
+            assert_eq!(timeouts, "mapper_model_timeouts_total 0", "{metrics}");
+        }
+    }
+}
