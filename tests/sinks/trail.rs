@@ -225,3 +225,46 @@ fn compliance_mode_objects_cannot_be_deleted_or_shortened() {
     // The stack's verifier expects GOVERNANCE (its settings); the object says COMPLIANCE.
     assert!(!ok && report.contains("retention mode COMPLIANCE, expected GOVERNANCE"), "{report}");
 }
+
+/// A zombie and its successor on one tenant's chain, against the real store: the successor
+/// (a fresh writer after a rebalance) gets the zombie's batch re-delivered and the next one;
+/// the zombie, its cached head now stale, then tries to write that next batch too. Its PUT of
+/// segment 2 loses to the successor's (`If-None-Match: *`), it re-reads the head, finds every
+/// event already in the chain and writes nothing; its next batch goes on after the
+/// successor's segment. `verify` sees one unbroken chain, each event once.
+#[test]
+fn a_zombie_writer_and_its_successor_keep_one_chain() {
+    use llama_mapper::contracts::AuditEvent;
+    use llama_mapper::sinks::s3_worm::TrailWriter;
+
+    let stack = Stack::start();
+    let (_, audit) = crate::support::mapped_events("z", 30, &["acme"]);
+    let events: Vec<(String, i64, AuditEvent)> = audit
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ("audit/0".to_string(), i as i64, serde_json::from_value(a.clone()).unwrap()))
+        .collect();
+    let (b1, b2, b3) = (&events[..10], &events[10..20], &events[20..]);
+    let settings = llama_mapper::config::S3Settings {
+        endpoint: Some(stack.s3.endpoint()),
+        bucket: stack.bucket.clone(),
+        access_key_id: Some(crate::common::stores::S3_KEY.into()),
+        secret_access_key: Some(crate::common::stores::S3_SECRET.into()),
+        retention_mode: llama_mapper::config::RetentionMode::Governance,
+        retention_days: 1,
+        ..Default::default()
+    };
+    let key = || llama_mapper::trail::read_signing_key(&stack.key_file()).unwrap();
+    let writer = || TrailWriter::new(llama_mapper::trail::TrailStore::new(&settings).unwrap(), key());
+    let rt = rt();
+    let (mut zombie, mut successor) = (writer(), writer());
+    assert_eq!(rt.block_on(zombie.append("acme", b1)).unwrap(), 10);
+    assert_eq!(rt.block_on(successor.append("acme", b1)).unwrap(), 0, "re-delivered: already in the chain");
+    assert_eq!(rt.block_on(successor.append("acme", b2)).unwrap(), 10);
+    assert_eq!(rt.block_on(zombie.append("acme", b2)).unwrap(), 0, "the zombie lost segment 2 and wrote nothing");
+    assert_eq!(rt.block_on(zombie.append("acme", b3)).unwrap(), 10);
+    assert_eq!(stack.segment_keys("acme").len(), 3, "segments 1, 2, 3 and no other");
+    let (ok, report) = stack.verify(&["--no-clickhouse", "--no-retention"]);
+    assert!(ok, "{report}");
+    assert_eq!(crate::support::trail_events(&report), 30, "each event once:\n{report}");
+}
