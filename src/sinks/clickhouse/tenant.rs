@@ -25,13 +25,25 @@ fn filter(tenant: &str) -> String {
     format!("tenant_id = '{tenant}'")
 }
 
+/// The row policy's name: one per (tenant, user) pair that no other pair can produce.
+/// `tenant_{tenant}_{user}` could: tenant `acme_eu` with user `auditor` and tenant `acme`
+/// with user `eu_auditor` gave the same name, so `OR REPLACE` moved the first user's policy
+/// to the second, and the first user, left without a policy, read every tenant (ClickHouse
+/// ≥ 24.1 lets users without row policies read all rows). A hash of both names, separated
+/// by a byte no name may contain, cannot collide that way.
+pub fn policy_name(tenant: &str, user: &str) -> String {
+    let digest = Sha256::digest(format!("{tenant}\0{user}").as_bytes());
+    format!("mapper_tenant_{}", &hex::encode(digest)[..24])
+}
+
 /// The SQL that creates `user` with access to `tenant`'s rows only (one statement each).
 pub fn sql(database: &str, tenant: &str, user: &str, password: &str) -> Vec<String> {
     let hash = hex::encode(Sha256::digest(password.as_bytes()));
     let mut out = vec![format!("CREATE USER IF NOT EXISTS `{user}` IDENTIFIED WITH sha256_hash BY '{hash}'")];
     let on: Vec<String> = TENANT_TABLES.iter().map(|t| format!("`{database}`.`{t}`")).collect();
     out.push(format!(
-        "CREATE ROW POLICY OR REPLACE `tenant_{tenant}_{user}` ON {} FOR SELECT USING {} TO `{user}`",
+        "CREATE ROW POLICY OR REPLACE `{}` ON {} FOR SELECT USING {} TO `{user}`",
+        policy_name(tenant, user),
         on.join(", "),
         filter(tenant)
     ));
@@ -90,6 +102,14 @@ mod tests {
             assert!(s[1].contains(&format!("`db`.`{t}`")), "{t} covered");
         }
         assert!(s[1].contains("USING tenant_id = 'acme' TO `auditor_acme`"));
+    }
+
+    #[test]
+    fn policy_names_of_different_pairs_never_collide() {
+        assert_ne!(policy_name("acme_eu", "auditor"), policy_name("acme", "eu_auditor"));
+        assert_eq!(policy_name("acme", "a"), policy_name("acme", "a"), "stable, so OR REPLACE updates its own");
+        let s = sql("db", "acme_eu", "auditor", "pw");
+        assert!(s[1].contains(&format!("`{}`", policy_name("acme_eu", "auditor"))), "{}", s[1]);
     }
 
     #[test]
