@@ -333,3 +333,28 @@ fn settings_come_from_the_flag_the_variable_or_the_working_directory() {
     let over = [("LLAMA_MAPPER_CONFIG", env_file.as_os_str()), ("LLAMA_MAPPER_KAFKA__GROUP", "from-var".as_ref())];
     assert_eq!(group(dir.path(), &flag, &over), "from-var", "the environment over the file");
 }
+
+/// `show-config` shows that a secret is set, never its value: ClickHouse's password, the S3
+/// secret key and librdkafka's SASL/SSL secrets, from the file or the environment.
+#[test]
+fn show_config_masks_every_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("s.yaml");
+    std::fs::write(
+        &cfg,
+        "kafka:\n  client:\n    sasl.password: kafka-pw-Zq1\n    ssl.key.password: ssl-pw-Zq2\n    sasl.username: alice\ns3:\n  secret_access_key: s3-secret-Zq3\n  access_key_id: AKIDEXAMPLE\n",
+    )
+    .unwrap();
+    let out = mapper(
+        &["show-config", "--config", cfg.to_str().unwrap()],
+        "",
+        &[("LLAMA_MAPPER_CLICKHOUSE__PASSWORD", "ch-pw-Zq4")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for secret in ["kafka-pw-Zq1", "ssl-pw-Zq2", "s3-secret-Zq3", "ch-pw-Zq4"] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert_eq!(text.matches("<set>").count(), 4, "{text}");
+    assert!(text.contains("sasl.username: alice") && text.contains("AKIDEXAMPLE"), "names and ids stay: {text}");
+}

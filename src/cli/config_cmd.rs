@@ -72,10 +72,42 @@ pub fn show(loaded: &LoadedSettings, scope: &ScopeArgs) -> anyhow::Result<ExitCo
         "# effective settings: defaults -> {} -> LLAMA_MAPPER_* environment",
         loaded.file.as_ref().map_or("(no settings file)".to_string(), |f| f.display().to_string())
     );
-    print!("{}", serde_yaml::to_string(&loaded.settings)?);
+    let mut value = serde_yaml::to_value(&loaded.settings)?;
+    mask_secrets(&mut value);
+    print!("{}", serde_yaml::to_string(&value)?);
     if scope.tenant.is_some() || scope.environment.is_some() {
         println!();
         print_thresholds(&loaded.settings, scope)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a setting's name says its value is a secret: the settings' own (`clickhouse.password`,
+/// `s3.secret_access_key`) and librdkafka's (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, `ssl.key.pem`, `sasl.jaas.config`, …).
+fn is_secret(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.ends_with(".pem")
+        || n.split(['.', '_', '-'])
+            .any(|w| matches!(w, "password" | "passwd" | "secret" | "token" | "credentials" | "jaas"))
+}
+
+/// Replaces every secret's value by `<set>` (or leaves it empty when unset): the output of
+/// `show-config` lands in tickets and chat logs.
+fn mask_secrets(v: &mut serde_yaml::Value) {
+    match v {
+        serde_yaml::Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                let secret = k.as_str().is_some_and(is_secret);
+                let empty = matches!(val, serde_yaml::Value::Null) || val.as_str() == Some("");
+                if secret && !empty {
+                    *val = serde_yaml::Value::String("<set>".into());
+                } else {
+                    mask_secrets(val);
+                }
+            }
+        }
+        serde_yaml::Value::Sequence(s) => s.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
 }
