@@ -44,8 +44,13 @@ impl Pipeline {
         let catalog = Catalog::load(&settings.catalog_dir)
             .with_context(|| format!("loading the catalog from {}", settings.catalog_dir.display()))?;
         let contracts = Contracts::load().context("compiling the schemas")?;
+        let label_key = match &settings.privacy.label_key_file {
+            Some(f) => Some(crate::config::secrets::read_key_file(f, "privacy.label_key_file")?),
+            None => None,
+        };
         let mapper = Mapper::new(Arc::new(catalog), settings.threshold_policy())
-            .with_model_policy(crate::mapping::ModelPolicy::from_settings(&settings.model));
+            .with_model_policy(crate::mapping::ModelPolicy::from_settings(&settings.model))
+            .with_label_shield(crate::labels::LabelShield::new(label_key));
         Ok(Pipeline { mapper, contracts })
     }
 

@@ -83,3 +83,79 @@ fn debug_formatting_of_an_event_redacts_content() {
     assert!(dbg.contains("redacted"));
     assert_eq!(ev.content.unwrap().expose(), CANARY, "still available in memory");
 }
+
+/// A detector without a pack puts free text where a label belongs (the two
+/// reproductions, plus PII as a dict key): none of it reaches the canonical or audit event
+/// (lineage, notes), which ClickHouse and the seven-year trail record. A label-shaped unknown
+/// label is kept as it is; with `privacy.label_key_file` the text becomes a keyed hash (the
+/// same text, the same hash); a key file others can read is refused.
+#[test]
+fn free_text_where_a_label_belongs_is_never_recorded() {
+    let pii = ["078-05-1120", "555-0100", "John Smith", "4111", "jane@example.com"];
+    let events = [
+        json!("User said my SSN is 078-05-1120 please"),
+        json!({"verdict": "unsafe", "reason": "quoted: call me at 555-0100 John Smith"}),
+        json!({"card 4111 1111 1111 1111 of jane@example.com": 0.9, "weird_thing_42": 0.8}),
+        json!("User said my SSN is 078-05-1120 please"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, out)| common::event_json(&format!("ft{i}"), "inhouse-judge", out.clone()).to_string())
+    .collect::<Vec<_>>()
+    .join("\n");
+    let run = |args: &[&str], cfg: Option<&std::path::Path>| {
+        let mut cmd = common::mapper_command();
+        if let Some(c) = cfg {
+            cmd.env("LLAMA_MAPPER_CONFIG", c);
+        }
+        let mut child =
+            cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(events.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let raw_labels = |stdout: &[u8]| -> Vec<Vec<String>> {
+        String::from_utf8_lossy(stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["lineage"].as_array().unwrap().iter().map(|x| x["raw_label"].as_str().unwrap().to_string()).collect()
+            })
+            .collect()
+    };
+    for args in [vec!["map"], vec!["map", "--audit"]] {
+        let out = run(&args, None);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout.lines().count(), 4, "{stdout}");
+        for p in pii {
+            assert!(!stdout.contains(p), "{p} recorded by {args:?}:\n{stdout}");
+        }
+        let labels = raw_labels(&out.stdout);
+        assert_eq!(labels[0], ["redacted:38"], "{labels:?}");
+        assert!(labels[2].contains(&"weird_thing_42".to_string()), "a label-like label stays: {labels:?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("label.key");
+    std::fs::write(&key, "5a".repeat(32)).unwrap();
+    let cfg = dir.path().join("settings.yaml");
+    std::fs::write(&cfg, format!("privacy:\n  label_key_file: {}\n", key.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = run(&["map"], Some(&cfg));
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&["map", "--audit"], Some(&cfg));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let labels = raw_labels(&out.stdout);
+    assert!(labels[0][0].starts_with("h:") && labels[0][0].len() == 18, "{labels:?}");
+    assert_eq!(labels[3], labels[0], "the same text, the same hash");
+    for p in pii {
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(p));
+    }
+}

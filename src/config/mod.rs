@@ -6,6 +6,7 @@
 //! threshold overrides operators tune per tenant and environment without editing packs.
 
 pub mod model;
+pub mod secrets;
 pub mod sinks;
 pub mod thresholds;
 
@@ -42,6 +43,7 @@ pub struct Settings {
     pub clickhouse: ClickHouseSettings,
     pub s3: S3Settings,
     pub model: ModelSettings,
+    pub privacy: PrivacySettings,
     /// Where `/metrics`, `/healthz` and `/readyz` listen during `mapper run`.
     pub metrics_addr: String,
 }
@@ -61,9 +63,21 @@ impl Default for Settings {
             clickhouse: ClickHouseSettings::default(),
             s3: S3Settings::default(),
             model: ModelSettings::default(),
+            privacy: PrivacySettings::default(),
             metrics_addr: "127.0.0.1:9464".into(),
         }
     }
+}
+
+/// What of a raw label may leave memory (see `crate::labels::LabelShield`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySettings {
+    /// 32 bytes as 64 hex characters, readable by its owner only (`mapper audit keygen --out
+    /// FILE` writes one), shared by every instance. With it, a raw label that is not shaped like
+    /// a label is recorded as `h:` + its keyed hash (the same text gives the same hash, so
+    /// recurring free text can still be counted); without it, as `redacted:<chars>`.
+    pub label_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

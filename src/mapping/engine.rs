@@ -6,6 +6,7 @@ use super::model::{LabelQuery, ModelDecision, ModelPolicy};
 use crate::catalog::{Catalog, Pack, PackMeaning, UNKNOWN_LABEL};
 use crate::config::ThresholdPolicy;
 use crate::contracts::{CanonicalEvent, DetectorEvent, Lineage, Provenance, Route, Versions, SCHEMA_VERSION};
+use crate::labels::LabelShield;
 
 /// Longest `notes` the canonical schema allows.
 const MAX_NOTES: usize = 500;
@@ -29,6 +30,7 @@ pub struct Mapper {
     catalog: Arc<Catalog>,
     thresholds: ThresholdPolicy,
     model_policy: ModelPolicy,
+    shield: LabelShield,
 }
 
 /// How one observation was placed by the rules.
@@ -59,11 +61,17 @@ pub struct PreparedBatch<'a> {
 
 impl Mapper {
     pub fn new(catalog: Arc<Catalog>, thresholds: ThresholdPolicy) -> Self {
-        Mapper { catalog, thresholds, model_policy: ModelPolicy::default() }
+        Mapper { catalog, thresholds, model_policy: ModelPolicy::default(), shield: LabelShield::default() }
     }
 
     pub fn with_model_policy(mut self, policy: ModelPolicy) -> Self {
         self.model_policy = policy;
+        self
+    }
+
+    /// How raw labels no rule knows are recorded (see [`LabelShield`]).
+    pub fn with_label_shield(mut self, shield: LabelShield) -> Self {
+        self.shield = shield;
         self
     }
 
@@ -172,6 +180,11 @@ fn build_event(
     for (obs, placement, threshold) in prep.observations {
         let score = obs.effective_score();
         let hit = obs.flagged.unwrap_or(score >= threshold);
+        // A label the catalog knows is recorded as it is; one it does not, as the shield says.
+        let recorded = match placement {
+            Placement::Pending(_) => mapper.shield.shown(&obs.raw_label),
+            _ => obs.raw_label.clone(),
+        };
         let (labels, route, confidence) = match placement {
             Placement::Labels(l, r) => (l.into_iter().map(Some).collect(), r, 1.0),
             Placement::Clean => (vec![None], Route::Pack, 1.0),
@@ -183,7 +196,7 @@ fn build_event(
                     (vec![Some(d.label.clone())], Route::Model, d.confidence.clamp(0.0, 1.0))
                 }
                 None => {
-                    fallbacks.push(obs.raw_label.clone());
+                    fallbacks.push(recorded.clone());
                     (vec![Some(UNKNOWN_LABEL.to_string())], Route::Fallback, 0.0)
                 }
             },
@@ -198,7 +211,7 @@ fn build_event(
                 }
             }
             lineage.push(Lineage {
-                raw_label: obs.raw_label.clone(),
+                raw_label: recorded.clone(),
                 raw_score: obs.raw_score.clone(),
                 score,
                 threshold,

@@ -16,7 +16,6 @@ mod walk;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::config::S3Settings;
@@ -66,13 +65,9 @@ pub async fn load_head(store: &TrailStore, tenant: &str, key: &VerifyingKey) -> 
     Ok(ChainHead::of(h))
 }
 
-/// Reads an ed25519 signing key: 64 hex characters (the 32-byte seed).
+/// Reads an ed25519 signing key: 64 hex characters (the 32-byte seed), owner-only.
 pub fn read_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading signing key {}", path.display()))?;
-    let bytes = hex::decode(text.trim()).with_context(|| format!("{}: expected 64 hex characters", path.display()))?;
-    let seed: [u8; 32] =
-        bytes.try_into().map_err(|_| anyhow::anyhow!("{}: expected 64 hex characters (32 bytes)", path.display()))?;
-    Ok(SigningKey::from_bytes(&seed))
+    Ok(SigningKey::from_bytes(&crate::config::secrets::read_key_file(path, "signing key")?))
 }
 
 /// A fresh signing key from the OS's randomness.
