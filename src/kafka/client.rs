@@ -54,9 +54,34 @@ where
         ("heartbeat.interval.ms", (k.session_timeout_ms / 3).max(100).to_string()),
     ];
     ours.extend(extra.iter().cloned());
+    refuse_incremental_rebalancing(k)?;
     client_config(k, client_id, &ours)
         .create_with_context(ctx)
         .with_context(|| format!("creating the Kafka consumer {client_id} for {}", k.brokers))
+}
+
+/// Refuses the incremental rebalance protocols (`cooperative-sticky`, and KIP-848's
+/// `group.protocol=consumer`). The batch collector drops a half-collected batch at a
+/// rebalance and relies on every partition being re-assigned from its committed offset,
+/// which the eager protocols (`range`, `roundrobin`, librdkafka's default) do. Under an
+/// incremental one, a partition kept across the rebalance goes on fetching after the
+/// dropped records, and the next commit would skip them: lost evidence.
+fn refuse_incremental_rebalancing(k: &KafkaSettings) -> anyhow::Result<()> {
+    if let Some(s) = k.client.get("partition.assignment.strategy") {
+        anyhow::ensure!(
+            !s.contains("cooperative"),
+            "kafka.client.partition.assignment.strategy = {s:?} is not supported: a batch dropped at a \
+             rebalance is read again only when every partition is re-assigned (use range or roundrobin)"
+        );
+    }
+    if let Some(p) = k.client.get("group.protocol") {
+        anyhow::ensure!(
+            p.eq_ignore_ascii_case("classic"),
+            "kafka.client.group.protocol = {p:?} is not supported: its rebalances are incremental, and a batch \
+             dropped at a rebalance is read again only when every partition is re-assigned (use classic)"
+        );
+    }
+    Ok(())
 }
 
 /// A group-less consumer that assigns partitions itself (`mapper tail`).
@@ -145,5 +170,23 @@ mod tests {
         assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(c.get("linger.ms"), Some("50"), "the operator overrides our default");
         assert_eq!(c.get("bootstrap.servers"), Some(k.brokers.as_str()));
+    }
+
+    #[test]
+    fn incremental_rebalancing_is_refused_with_the_reason() {
+        use rdkafka::consumer::{BaseConsumer, DefaultConsumerContext};
+        let make = |key: &str, value: &str| {
+            let mut k = KafkaSettings::default();
+            k.client.insert(key.into(), value.into());
+            group_consumer::<_, BaseConsumer>(&k, "t", "g", &[], DefaultConsumerContext)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let e = make("partition.assignment.strategy", "cooperative-sticky").unwrap_err();
+        assert!(e.contains("not supported") && e.contains("range or roundrobin"), "{e}");
+        let e = make("group.protocol", "consumer").unwrap_err();
+        assert!(e.contains("use classic"), "{e}");
+        make("partition.assignment.strategy", "roundrobin").unwrap();
+        make("group.protocol", "classic").unwrap();
     }
 }

@@ -11,10 +11,13 @@ use serde_json::{json, Value};
 use super::support::*;
 use crate::common::kafka::{heavy, Broker, MapperProcess, AUDIT, CANONICAL, DLQ, GROUP, INPUT};
 
-/// An unpacked detector's output with `n` labels of ~100 characters each.
+/// An unpacked detector's output with `n` labels of 64 characters each: the longest a label
+/// no rule knows may be and still be recorded as it is (`labels::is_label_like`), so the
+/// outputs are as large as such labels can make them (160 labels: a 35 kB canonical record;
+/// 250: 54 kB).
 fn wide_event(id: &str, n: usize) -> Value {
     let output: serde_json::Map<String, Value> =
-        (0..n).map(|i| (format!("label_{i:03}_{}", "x".repeat(90)), json!(0.9))).collect();
+        (0..n).map(|i| (format!("label_{i:03}_{}", "x".repeat(54)), json!(0.9))).collect();
     let mut e = crate::common::event_json(id, "inhouse-judge", Value::Object(output));
     e["tenant_id"] = json!("acme");
     e

@@ -91,3 +91,58 @@ fn a_second_instance_with_the_same_id_fences_the_first() {
     assert_eq!(counts.len(), 4_000, "every event mapped");
     assert!(counts.values().all(|&c| c == 1), "none twice");
 }
+
+/// A rebalance while a batch is being collected: the half-built batch is dropped (never
+/// committed across the rebalance) and read again, by whichever instance owns each partition
+/// afterwards. The first instance lingers 8 s per batch, so the second one's join lands inside
+/// a batch; records keep arriving throughout. Every event is mapped once.
+#[test]
+fn a_rebalance_mid_batch_drops_the_batch_and_loses_nothing() {
+    let broker = Broker::start();
+    let mix = pack_events();
+    const N: usize = 1_200;
+    let events: Vec<Value> = (0..N)
+        .map(|i| {
+            let mut e = mix[i % mix.len()].clone();
+            e["event_id"] = json!(format!("rebal-{i}"));
+            e["tenant_id"] = json!(format!("tenant-{}", i % 12));
+            e
+        })
+        .collect();
+    let inputs = keyed(&events);
+    let env = [("LLAMA_MAPPER_KAFKA__BATCH_TIMEOUT_MS", "8000"), ("LLAMA_MAPPER_KAFKA__BATCH_SIZE", "100000")];
+    let first = MapperProcess::start(&broker, "linger-a", &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !first.log_text().contains("partitions assigned") {
+        assert!(Instant::now() < deadline, "never joined:\n{}", first.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A first batch commits, so every partition has a committed offset: a partition without
+    // one is resumed at its beginning by another path (`offsets::resume`), which drops the
+    // batch as well and would hide the one under test.
+    broker.produce(INPUT, &inputs[..120]);
+    wait_inputs_committed(&broker, 120, Duration::from_secs(60), &[&first]);
+    let trickle = {
+        let (brokers, topic, recs) = (broker.brokers(), broker.name(INPUT), inputs[120..].to_vec());
+        std::thread::spawn(move || {
+            for chunk in recs.chunks(40) {
+                crate::common::kafka::produce_to(&brokers, &topic, chunk);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let second = MapperProcess::start(&broker, "linger-b", &env);
+    trickle.join().unwrap();
+    wait_inputs_committed(&broker, N as i64, Duration::from_secs(120), &[&first, &second]);
+    let dropped: Vec<u64> = first
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("rebalance while collecting"))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["fields"]["dropped"].as_u64())
+        .collect();
+    assert!(dropped.iter().any(|&d| d > 0), "no batch was dropped at the rebalance: {dropped:?}\n{}", first.log_text());
+    let counts = count_ids(&wait_committed(&broker, CANONICAL, N, Duration::from_secs(60), &[&first, &second]));
+    assert_eq!(counts.len(), N, "every event mapped");
+    assert!(counts.values().all(|&c| c == 1), "none twice");
+}
