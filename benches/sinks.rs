@@ -19,7 +19,6 @@ use llama_mapper::sinks::s3_worm::TrailWriter;
 use llama_mapper::trail::TrailStore;
 
 use common::kafka::AUDIT;
-use common::stores::{S3_KEY, S3_SECRET};
 use support::{mapped_events, Stack};
 
 fn main() {
@@ -52,16 +51,7 @@ fn main() {
     stack.ch.query("TRUNCATE TABLE audit_events");
 
     // The trail through the library: per batch of 5000 events, one segment per tenant.
-    let s3 = llama_mapper::config::S3Settings {
-        endpoint: Some(stack.s3.endpoint()),
-        bucket: stack.bucket.clone(),
-        prefix: "libbench".into(),
-        access_key_id: Some(S3_KEY.into()),
-        secret_access_key: Some(S3_SECRET.into()),
-        retention_mode: llama_mapper::config::RetentionMode::Governance,
-        retention_days: 1,
-        ..Default::default()
-    };
+    let s3 = llama_mapper::config::S3Settings { prefix: "libbench".into(), ..stack.s3_settings() };
     let key = llama_mapper::trail::read_signing_key(&stack.key_file()).unwrap();
     let mut writer = TrailWriter::new(TrailStore::new(&s3).unwrap(), key);
     let t = Instant::now();

@@ -59,6 +59,9 @@ pub async fn collect<C: ConsumerContext + 'static>(
                 deadline.get_or_insert_with(|| tokio::time::Instant::now() + limits.linger);
             }
             Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
+                if !batch.is_empty() {
+                    tracing::info!(dropped = batch.len(), "a partition could not continue: starting the batch again");
+                }
                 batch.clear();
                 tokio::task::block_in_place(|| offsets::resume(consumer))?;
                 deadline = None;

@@ -149,16 +149,21 @@ impl Stack {
         }
     }
 
-    pub fn s3_client(&self) -> aws_sdk_s3::Client {
-        let mut s = llama_mapper::config::S3Settings {
+    /// The stack's S3 settings as the sinks get them (GOVERNANCE, one day), for the library.
+    pub fn s3_settings(&self) -> llama_mapper::config::S3Settings {
+        llama_mapper::config::S3Settings {
             endpoint: Some(self.s3.endpoint()),
             bucket: self.bucket.clone(),
             access_key_id: Some(S3_KEY.into()),
             secret_access_key: Some(S3_SECRET.into()),
+            retention_mode: llama_mapper::config::RetentionMode::Governance,
+            retention_days: 1,
             ..Default::default()
-        };
-        s.retention_mode = llama_mapper::config::RetentionMode::Governance;
-        llama_mapper::trail::TrailStore::new(&s).unwrap().client().clone()
+        }
+    }
+
+    pub fn s3_client(&self) -> aws_sdk_s3::Client {
+        llama_mapper::trail::TrailStore::new(&self.s3_settings()).unwrap().client().clone()
     }
 
     pub fn segment_keys(&self, tenant: &str) -> Vec<String> {

@@ -205,15 +205,7 @@ fn compliance_mode_objects_cannot_be_deleted_or_shortened() {
     });
     // The write-once PUT the sink relies on: a second writer of the same key loses, and the
     // object keeps the first writer's bytes.
-    let settings = llama_mapper::config::S3Settings {
-        endpoint: Some(stack.s3.endpoint()),
-        bucket: stack.bucket.clone(),
-        access_key_id: Some(crate::common::stores::S3_KEY.into()),
-        secret_access_key: Some(crate::common::stores::S3_SECRET.into()),
-        retention_mode: llama_mapper::config::RetentionMode::Governance,
-        retention_days: 1,
-        ..Default::default()
-    };
+    let settings = stack.s3_settings();
     let store = llama_mapper::trail::TrailStore::new(&settings).unwrap();
     let original = stack.get(&key);
     let outcome = rt().block_on(store.put_once(&key, b"a second writer".to_vec())).unwrap();
@@ -245,15 +237,7 @@ fn a_zombie_writer_and_its_successor_keep_one_chain() {
         .map(|(i, a)| ("audit/0".to_string(), i as i64, serde_json::from_value(a.clone()).unwrap()))
         .collect();
     let (b1, b2, b3) = (&events[..10], &events[10..20], &events[20..]);
-    let settings = llama_mapper::config::S3Settings {
-        endpoint: Some(stack.s3.endpoint()),
-        bucket: stack.bucket.clone(),
-        access_key_id: Some(crate::common::stores::S3_KEY.into()),
-        secret_access_key: Some(crate::common::stores::S3_SECRET.into()),
-        retention_mode: llama_mapper::config::RetentionMode::Governance,
-        retention_days: 1,
-        ..Default::default()
-    };
+    let settings = stack.s3_settings();
     let key = || llama_mapper::trail::read_signing_key(&stack.key_file()).unwrap();
     let writer = || TrailWriter::new(llama_mapper::trail::TrailStore::new(&settings).unwrap(), key());
     let rt = rt();

@@ -77,7 +77,15 @@ fn jepsen_style_checker_under_kill_nine_and_a_broker_restart() {
         })
     };
     let started = Instant::now();
-    let mut mappers = [MapperProcess::start(&broker, "a", &[]), MapperProcess::start(&broker, "b", &[])];
+    // Small producer batches: a transaction's records then reach the log over many produce
+    // requests, so the time between the first of them being visible and the commit is long
+    // enough for a kill to land inside it (with librdkafka's 1 MB batches a transaction's
+    // records arrived in one go, and in one CI run all 12 kills came after the commit).
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("settings.yaml");
+    std::fs::write(&cfg, "kafka:\n  client:\n    batch.size: \"16384\"\n").unwrap();
+    let env = [("LLAMA_MAPPER_CONFIG", cfg.to_str().unwrap())];
+    let mut mappers = [MapperProcess::start(&broker, "a", &env), MapperProcess::start(&broker, "b", &env)];
     // Every incarnation's log, read at the end.
     let mut logs_of: Vec<std::path::PathBuf> = mappers.iter().map(|m| m.log.clone()).collect();
     let names = ["a", "b"];
@@ -138,7 +146,7 @@ fn jepsen_style_checker_under_kill_nine_and_a_broker_restart() {
             restarted_broker = true;
         }
         for &i in &victims {
-            mappers[i] = MapperProcess::start(&broker, names[i], &[]);
+            mappers[i] = MapperProcess::start(&broker, names[i], &env);
             logs_of.push(mappers[i].log.clone());
         }
     }

@@ -94,16 +94,8 @@ fn poison_records_go_to_the_dlq_and_the_rest_of_the_partition_commits() {
 fn a_frozen_broker_neither_hangs_the_loop_nor_blocks_sigterm() {
     let _heavy = heavy();
     let broker = Broker::dedicated();
-    let mix = pack_events();
     let wave = |from: usize, n: usize| -> Vec<(String, Vec<u8>)> {
-        let events: Vec<Value> = (from..from + n)
-            .map(|i| {
-                let mut e = mix[i % mix.len()].clone();
-                e["event_id"] = json!(format!("frozen-{i}"));
-                e["tenant_id"] = json!(format!("tenant-{}", i % 12));
-                e
-            })
-            .collect();
+        let events: Vec<Value> = numbered_events("frozen", from..from + n, 12);
         keyed(&events)
     };
     const FIRST: usize = 20_000;
@@ -176,15 +168,7 @@ fn librdkafka_never_moves_a_committed_partition_back_by_itself() {
     broker.create_topic(CANONICAL, 1);
     broker.create_topic(crate::common::kafka::AUDIT, 1);
     broker.create_topic(DLQ, 1);
-    let mix = pack_events();
-    let events: Vec<Value> = (0..60)
-        .map(|i| {
-            let mut e = mix[i % mix.len()].clone();
-            e["event_id"] = json!(format!("reset-{i}"));
-            e["tenant_id"] = json!(format!("tenant-{}", i % 7));
-            e
-        })
-        .collect();
+    let events: Vec<Value> = numbered_events("reset", 0..60, 7);
     broker.produce(INPUT, &keyed(&events));
     let input = broker.read_all(INPUT);
     let on_0 = input.iter().filter(|r| r.partition == 0).count();
@@ -237,14 +221,7 @@ fn sigterm_mid_batch_aborts_the_transaction_so_readers_are_not_held() {
     broker.create_topic(AUDIT, 1);
     broker.create_topic(DLQ, 1);
     const N: usize = 40;
-    let mix = pack_events();
-    let events: Vec<Value> = (0..N)
-        .map(|i| {
-            let mut e = mix[i % mix.len()].clone();
-            e["event_id"] = json!(format!("held-{i}"));
-            e
-        })
-        .collect();
+    let events: Vec<Value> = numbered_events("held", 0..N, 0);
     broker.produce(INPUT, &keyed(&events));
     let mut first = MapperProcess::start(&broker, "first", &[]);
     let deadline = Instant::now() + Duration::from_secs(90);

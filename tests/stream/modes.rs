@@ -43,16 +43,8 @@ fn at_least_once_with_avro_output() {
 fn at_least_once_loses_nothing_under_kill_nine() {
     let _heavy = crate::common::kafka::heavy();
     let broker = Broker::start();
-    let mix = pack_events();
     const N: usize = 12_000;
-    let events: Vec<Value> = (0..N)
-        .map(|i| {
-            let mut e = mix[i % mix.len()].clone();
-            e["event_id"] = serde_json::json!(format!("alo-{i}"));
-            e["tenant_id"] = serde_json::json!(format!("tenant-{}", i % 12));
-            e
-        })
-        .collect();
+    let events: Vec<Value> = numbered_events("alo", 0..N, 12);
     broker.produce(INPUT, &keyed(&events));
     let env = [("LLAMA_MAPPER_KAFKA__GUARANTEE", "at-least-once"), ("LLAMA_MAPPER_KAFKA__BATCH_SIZE", "200")];
     let mut last = 0;

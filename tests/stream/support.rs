@@ -80,3 +80,18 @@ pub fn wait_inputs_committed(broker: &Broker, n: i64, timeout: Duration, who: &[
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// The pack events, repeated: ids `{prefix}-{i}` for `i` in `ids`, tenant `tenant-{i % tenants}`
+/// (the pack event's own tenant when `tenants` is 0).
+pub fn numbered_events(prefix: &str, ids: std::ops::Range<usize>, tenants: usize) -> Vec<Value> {
+    let mix = pack_events();
+    ids.map(|i| {
+        let mut e = mix[i % mix.len()].clone();
+        e["event_id"] = json!(format!("{prefix}-{i}"));
+        if tenants > 0 {
+            e["tenant_id"] = json!(format!("tenant-{}", i % tenants));
+        }
+        e
+    })
+    .collect()
+}
