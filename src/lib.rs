@@ -10,15 +10,20 @@
 //! the `mapper` binary.
 //!
 //! The life of one detector event through `mapper run`:
-//! 1. `kafka/batch.rs::collect` reads it in a batch (never across a rebalance);
-//! 2. `stream/mod.rs::Processor::process` → `ingest/mod.rs::Decoder::decode` (JSON or
+//! 1. `kafka/batch.rs::collect` reads it in a batch (never across a rebalance; closed when the
+//!    stream goes idle), or `stream/mod.rs::Processor::read_ahead` does while the batch before
+//!    it is delivered;
+//! 2. `stream/mod.rs::Processor::stage` → `Processor::process`, on every core →
+//!    `ingest/mod.rs::Decoder::decode` (JSON or
 //!    Confluent Avro, checked against `schemas/detector-event.schema.json`; a reject becomes
 //!    `ingest/dlq.rs::dead_letter`);
 //! 3. `pipeline.rs::Pipeline::map_batch` → `mapping/engine.rs::Mapper::prepare` (extraction,
 //!    pack and alias rules) → the model for what is left → `PreparedBatch::finish` →
 //!    `audit/mod.rs::audit_event` → both outputs validated (`contracts`);
-//! 4. `publish/mod.rs::Publisher::records` (key = tenant, headers with the source offsets);
-//! 5. `stream/mod.rs::Processor::transact` → `kafka/deliver.rs::enqueue` and `await_all` →
+//! 4. `stream/mod.rs::encode` → `publish/mod.rs::Publisher::records` (key = tenant, headers
+//!    with the source offsets);
+//! 5. `stream/mod.rs::Processor::transact` → `Processor::produce` → `kafka/deliver.rs::enqueue`
+//!    and `await_all` →
 //!    `send_offsets_to_transaction` → `commit_transaction`: outputs and input offset together;
 //! 6. downstream, `sinks/source.rs::SinkSource::next_batch` feeds `sinks/clickhouse` (the
 //!    auditors' projection) and `sinks/s3_worm` (the hash-chained, Object-Locked trail).

@@ -65,10 +65,14 @@ pub fn run(mut settings: Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
         settings.metrics_addr = a;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let shutdown = crate::kafka::shutdown_signal();
         crate::stream::run(settings, shutdown).await
-    })?;
+    });
+    // A transactional call left running on a blocking thread at shutdown (its outcome open,
+    // for the next start to fence) must not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -131,6 +131,11 @@ pub struct KafkaSettings {
     pub batch_size: usize,
     /// Longest wait to fill a batch before mapping what arrived.
     pub batch_timeout_ms: u64,
+    /// A batch closes early once no record followed the last one for this long, so at low
+    /// rates latency is a few ms rather than `batch_timeout_ms`, while under load (the next
+    /// record is always already fetched) batches still fill to `batch_size`. 0: always wait
+    /// `batch_timeout_ms`.
+    pub batch_idle_ms: u64,
     pub output_format: WireFormat,
     /// About 6 s: long enough for a loaded host, short enough that a killed instance's
     /// partitions move quickly.
@@ -168,6 +173,7 @@ impl Default for KafkaSettings {
             instance_id: None,
             batch_size: 2000,
             batch_timeout_ms: 100,
+            batch_idle_ms: 5,
             output_format: WireFormat::Json,
             session_timeout_ms: 6000,
             transaction_timeout_ms: 60_000,

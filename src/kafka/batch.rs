@@ -13,10 +13,25 @@ pub struct BatchLimits {
     pub max_records: usize,
     /// How long to wait for more once the first record arrived.
     pub linger: Duration,
+    /// Close the batch early when no record followed the last one for this long. Under load
+    /// the next record is already fetched, so batches still fill to `max_records`; at low
+    /// rates a batch is what has arrived, and latency is not the linger. `None`: wait the
+    /// whole linger.
+    pub idle: Option<Duration>,
 }
 
-/// Waits for a first record, then collects up to `max_records` within `linger`. Returns what
-/// it has (possibly nothing) when shutdown is requested.
+/// What [`collect`] read.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub records: Vec<OwnedMessage>,
+    /// Whether some partition was put back at its committed offset meanwhile
+    /// ([`offsets::resume`]): positions moved under the caller, as at a rebalance, so a batch
+    /// it still has in flight must not commit.
+    pub resumed: bool,
+}
+
+/// Waits for a first record, then collects up to `max_records` within `linger` (or until the
+/// stream goes `idle`). Returns what it has (possibly nothing) when shutdown is requested.
 ///
 /// `epoch` is read after every record: when it changed (a rebalance revoked partitions), the
 /// records collected so far belonged to the old assignment and are dropped, so a batch never
@@ -31,13 +46,33 @@ pub async fn collect<C: ConsumerContext + 'static>(
     limits: BatchLimits,
     shutdown: &mut Shutdown,
     epoch: impl Fn() -> u64,
-) -> anyhow::Result<Vec<OwnedMessage>> {
+) -> anyhow::Result<Collected> {
+    collect_until(consumer, limits, shutdown, epoch, std::future::pending()).await
+}
+
+/// As [`collect`], but the batch also ends, with what it has (possibly nothing), when
+/// `enough` completes. Reading ahead while a batch is delivered uses it: the next batch is
+/// welcome, but waiting for one (or for its linger) would hold the commit of the first.
+/// Every record read is returned, so stopping early drops nothing.
+pub async fn collect_until<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    limits: BatchLimits,
+    shutdown: &mut Shutdown,
+    epoch: impl Fn() -> u64,
+    enough: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Collected> {
+    let mut enough = std::pin::pin!(enough);
     let mut batch = Vec::with_capacity(limits.max_records.min(65_536));
+    let mut resumed = false;
     let mut seen = epoch();
     let mut deadline: Option<tokio::time::Instant> = None;
     while batch.len() < limits.max_records.max(1) {
+        let until = match (deadline, limits.idle) {
+            (Some(d), Some(idle)) => Some(d.min(tokio::time::Instant::now() + idle)),
+            (d, _) => d,
+        };
         let wait = async {
-            match deadline {
+            match until {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
@@ -45,6 +80,7 @@ pub async fn collect<C: ConsumerContext + 'static>(
         let got = tokio::select! {
             m = consumer.recv() => m,
             _ = wait => break,
+            _ = &mut enough => break,
             _ = shutdown.wait_for(|s| *s) => break,
         };
         match got {
@@ -64,6 +100,7 @@ pub async fn collect<C: ConsumerContext + 'static>(
                 }
                 batch.clear();
                 tokio::task::block_in_place(|| offsets::resume(consumer))?;
+                resumed = true;
                 deadline = None;
             }
             // Broker hiccups surface here; librdkafka reconnects by itself.
@@ -84,5 +121,5 @@ pub async fn collect<C: ConsumerContext + 'static>(
     if epoch() != seen {
         batch.clear();
     }
-    Ok(batch)
+    Ok(Collected { records: batch, resumed })
 }

@@ -11,7 +11,7 @@ mod errors;
 pub mod offsets;
 mod shutdown;
 
-pub use batch::{collect, BatchLimits};
+pub use batch::{collect, collect_until, BatchLimits, Collected};
 pub use client::{admin, client_config, group_consumer, log_client_error, producer, reader, ExtendWith, Logged};
 pub use deliver::{await_all, enqueue, headers, Delivery};
 pub use errors::{is_fatal, is_fence, is_record_level, txn_step, TxnStep};

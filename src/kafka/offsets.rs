@@ -85,6 +85,30 @@ pub fn committed<C: ConsumerContext>(
     )
 }
 
+/// A partition's log bounds. Retried: right after a broker restart or a long pause its
+/// metadata answers `NotLeaderForPartition` for a moment, which once stopped the process in
+/// the frozen-broker test.
+fn watermarks<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<(i64, i64)> {
+    let mut tries = 0;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, CALL) {
+            Ok(w) => return Ok(w),
+            Err(e) => {
+                tries += 1;
+                if tries >= TRIES {
+                    anyhow::bail!("reading the bounds of {topic}/{partition}: {e}");
+                }
+                tracing::warn!(error = %e, topic, partition, "reading a partition's bounds failed; retrying");
+                std::thread::sleep(Duration::from_millis(200 * tries as u64));
+            }
+        }
+    }
+}
+
 /// Seeks each `(topic, partition, offset)`; a partition revoked meanwhile is skipped (not
 /// ours any more), one that keeps refusing stops the process rather than be read from the
 /// wrong place.
@@ -140,9 +164,9 @@ pub fn decide(committed: Option<i64>, low: i64, high: i64) -> Resume {
 
 /// Puts every assigned partition back at the place the group's committed offsets give (see
 /// [`decide`]). Called when librdkafka reported that it could not continue a partition from
-/// where it was; which partition is not carried by the error, and in the serial loop the
-/// committed offset is exactly where each partition stands between batches, so all of them
-/// are put back (the caller has dropped the batch it was collecting).
+/// where it was; which partition is not carried by the error, so all of them are put back:
+/// the caller drops the batch it was collecting, and `mapper run` also aborts the batch it
+/// had in flight (its records come again from the committed offsets).
 pub fn resume<C: ConsumerContext>(consumer: &impl Consumer<C>) -> anyhow::Result<()> {
     let tpl = consumer.assignment().map_err(|e| anyhow::anyhow!("reading the assignment: {e}"))?;
     if tpl.count() == 0 {
@@ -158,9 +182,7 @@ pub fn resume<C: ConsumerContext>(consumer: &impl Consumer<C>) -> anyhow::Result
         };
         let mut tries = 0;
         let offset = loop {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, partition, CALL)
-                .map_err(|e| anyhow::anyhow!("reading the bounds of {topic}/{partition}: {e}"))?;
+            let (low, high) = watermarks(consumer, &topic, partition)?;
             match decide(Some(c), low, high) {
                 Resume::Committed(o) => break Offset::Offset(o),
                 Resume::Beginning => break Offset::Beginning,

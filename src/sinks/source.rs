@@ -26,6 +26,8 @@ impl SinkSource {
             limits: BatchLimits {
                 max_records: settings.sink.batch_size.max(1),
                 linger: Duration::from_millis(settings.sink.batch_timeout_ms.max(1)),
+                // Sinks want large inserts and segments more than latency.
+                idle: None,
             },
         })
     }
@@ -34,7 +36,7 @@ impl SinkSource {
     /// Returns an empty batch when shutdown is requested while waiting.
     pub async fn next_batch(&self, shutdown: &mut Shutdown) -> anyhow::Result<Vec<OwnedMessage>> {
         // A sink's writes are idempotent, so a batch that spans a rebalance is harmless: no epoch.
-        kafka::collect(&self.consumer, self.limits, shutdown, || 0).await
+        Ok(kafka::collect(&self.consumer, self.limits, shutdown, || 0).await?.records)
     }
 
     /// Commits one past the last record of each partition in `batch`. A commit refused because

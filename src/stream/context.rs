@@ -46,6 +46,14 @@ impl ConsumerContext for StreamContext {
         }
     }
 
+    /// At-least-once commits are asynchronous: a failure repeats work after a restart (the
+    /// next commit supersedes it), which that mode allows, but it is worth a line.
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &rdkafka::TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "offset commit failed; the next one supersedes it");
+        }
+    }
+
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(_) = rebalance {
             self.metrics.set_ready(true);

@@ -4,13 +4,25 @@
 //! One loop owns offsets, transactions and rebalances; the mapping itself is the pure
 //! [`Pipeline`]. Per batch, in exactly-once mode:
 //!
-//! 1. collect up to `batch_size` records (or what arrived within `batch_timeout_ms`); a batch
-//!    never spans a rebalance ([`kafka::collect`]);
-//! 2. decode, map, validate; an input that cannot become outputs (undecodable, invalid, too
-//!    many labels, an output larger than the producer may send, one the broker refused) is
-//!    a dead letter instead, so one record never stops its partition;
-//! 3. begin a transaction, produce every output and dead letter, await every delivery, add
-//!    the batch's next offsets with the consumer group metadata, commit.
+//! 1. collect up to `batch_size` records (or what arrived within `batch_timeout_ms`, or until
+//!    the stream is idle for `batch_idle_ms`); a batch never spans a rebalance
+//!    ([`kafka::collect`]);
+//! 2. decode, map, validate, encode, on every core (rayon), outputs in input order; an input
+//!    that cannot become outputs (undecodable, invalid, too many labels, an output larger
+//!    than the producer may send, one the broker refused) is a dead letter instead, so one
+//!    record never stops its partition;
+//! 3. begin a transaction, enqueue every output and dead letter; **while librdkafka delivers
+//!    them, read and map the next batch** ([`Processor::read_ahead`]); await every delivery,
+//!    add the batch's next offsets with the group metadata it was read under, commit.
+//!
+//! So mapping batch N+1 overlaps delivering batch N, and at low rates a batch is what has
+//! arrived (the idle rule), so latency is not the linger. Transactions stay one per batch and
+//! one at a time, on one transactional producer: Kafka allows one open transaction per
+//! producer, and a producer per partition (Kafka Streams' EOS v1) would multiply commits on
+//! the broker that shares this host's cores. The read-ahead batch is only a guess until the
+//! batch before it commits: when that fails, both are read again from the first's offsets;
+//! when a rebalance (or a partition put back at its committed offset) happened while reading
+//! ahead, the batch in flight is aborted, since its partitions may be someone else's now.
 //!
 //! A batch that did not commit is read again: every partition of the batch is sought back to
 //! the batch's own first offset, which the loop knows without asking the broker. A seek that
@@ -25,8 +37,9 @@
 //! instance fences its own zombie (and `init_transactions` aborts what it left open); the
 //! group metadata passed with the offsets fences zombies across rebalances (KIP-447).
 //!
-//! At-least-once mode uses an idempotent producer and commits offsets only after every output
-//! of the batch was acknowledged: nothing is lost, a crash can repeat a batch.
+//! At-least-once mode uses an idempotent producer, reads ahead the same way, and commits
+//! offsets (asynchronously) only after every output of the batch was acknowledged: nothing is
+//! lost, a crash can repeat a batch.
 
 mod context;
 
@@ -38,7 +51,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use backon::{BackoffBuilder, Retryable};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rayon::prelude::*;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -46,12 +60,13 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use self::context::StreamContext;
 use crate::config::{Guarantee, Settings};
+use crate::contracts::DetectorEvent;
 use crate::ingest::dlq::{dead_letter, SourceCoords};
 use crate::ingest::{Decoder, RejectReason, Rejected};
 use crate::kafka::{self, BatchLimits, Delivery, Shutdown, TxnStep};
 use crate::model::ModelRuntime;
 use crate::ops::{self, Metrics};
-use crate::pipeline::{Pipeline, Unmapped};
+use crate::pipeline::{Mapped, Pipeline, Unmapped};
 use crate::publish::{OutputRecord, Publisher};
 
 /// Longest single wait on a transactional call before the loop looks at shutdown again. A
@@ -101,11 +116,37 @@ enum Outcome {
 enum Produced {
     Delivered,
     Interrupted,
+    /// Reading ahead met an error after which no position can be vouched for.
+    Fatal(anyhow::Error),
     /// `at_once` as in [`Outcome::Retry`].
     Failed {
         error: String,
         at_once: bool,
     },
+}
+
+/// A batch read and mapped, not yet sent.
+struct Staged {
+    batch: Vec<OwnedMessage>,
+    /// The rebalance generation it was read in: it commits only while that is current.
+    generation: u64,
+    /// The group metadata it was read under, sent with its offsets.
+    group: Option<ConsumerGroupMetadata>,
+    processed: Result<Processed, String>,
+}
+
+/// The batch being sent.
+struct InFlight<'b> {
+    batch: &'b [OwnedMessage],
+    generation: u64,
+    processed: &'b Processed,
+}
+
+/// Where the batch read while another is delivered goes. One at most: reading further ahead
+/// would only hold more records that a failure of the first must throw away.
+struct ReadAhead<'s> {
+    limits: BatchLimits,
+    slot: &'s mut Option<Staged>,
 }
 
 /// Runs until `shutdown` turns true; then finishes the open batch and leaves the group.
@@ -209,22 +250,34 @@ impl Processor<'_> {
 
     async fn run_loop(&self, shutdown: &mut Shutdown) -> anyhow::Result<()> {
         let k = &self.settings.kafka;
-        let limits =
-            BatchLimits { max_records: k.batch_size.max(1), linger: Duration::from_millis(k.batch_timeout_ms) };
+        let limits = BatchLimits {
+            max_records: k.batch_size.max(1),
+            linger: Duration::from_millis(k.batch_timeout_ms),
+            idle: (k.batch_idle_ms > 0).then(|| Duration::from_millis(k.batch_idle_ms)),
+        };
         // Backoff for consecutive failed batches; reset by the next commit.
         let mut delays = kafka::backoff(Duration::from_millis(100)).build();
         // Inputs whose outputs the broker refused for a reason of the record itself: on the
         // batch's next attempt each goes to the DLQ instead. Cleared by a commit.
         let mut refused: HashMap<Coord, Rejected> = HashMap::new();
+        // The batch read and mapped while the one before it was being delivered.
+        let mut ahead: Option<Staged> = None;
         while !*shutdown.borrow() {
-            let batch = kafka::collect(self.consumer, limits, shutdown, || self.generation()).await?;
-            if batch.is_empty() {
-                continue;
-            }
-            let generation = self.generation();
+            let staged = match ahead.take() {
+                Some(s) => s,
+                None => {
+                    let c = kafka::collect(self.consumer, limits, shutdown, || self.generation()).await?;
+                    if c.records.is_empty() {
+                        continue;
+                    }
+                    self.stage(c.records, &refused)
+                }
+            };
             self.metrics.progress.busy();
             let started = Instant::now();
-            match self.attempt(&batch, &mut refused, shutdown).await {
+            let Staged { batch, generation, group, processed } = staged;
+            let mut next = ReadAhead { limits, slot: &mut ahead };
+            match self.attempt(&batch, generation, group, processed, &mut refused, shutdown, &mut next).await {
                 Outcome::Committed(out) => {
                     delays = kafka::backoff(Duration::from_millis(100)).build();
                     refused.clear();
@@ -250,7 +303,14 @@ impl Processor<'_> {
                 Outcome::Retry { error, at_once } => {
                     let wait = if at_once { Duration::ZERO } else { delays.next().unwrap_or(Duration::from_secs(10)) };
                     tracing::warn!(error = %error, retry_in = ?wait, records = batch.len(), "batch not committed; re-reading it");
-                    self.rewind(&kafka::first_offsets(&batch), generation)?;
+                    // The batch read ahead came after this one: it is read again too.
+                    let mut first = kafka::first_offsets(&batch);
+                    if let Some(later) = ahead.take() {
+                        for (tp, o) in kafka::first_offsets(&later.batch) {
+                            first.entry(tp).and_modify(|f| *f = (*f).min(o)).or_insert(o);
+                        }
+                    }
+                    self.rewind(&first, generation)?;
                     if !wait.is_zero() {
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
@@ -263,14 +323,25 @@ impl Processor<'_> {
         Ok(())
     }
 
+    /// Maps a batch just read, noting what commits it must be checked against.
+    fn stage(&self, batch: Vec<OwnedMessage>, refused: &HashMap<Coord, Rejected>) -> Staged {
+        // Decoding may fetch a schema from the registry: blocking I/O, off the async workers.
+        let processed = tokio::task::block_in_place(|| self.process(&batch, refused));
+        Staged { generation: self.generation(), group: self.consumer.group_metadata(), processed, batch }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         batch: &[OwnedMessage],
+        generation: u64,
+        group: Option<ConsumerGroupMetadata>,
+        processed: Result<Processed, String>,
         refused: &mut HashMap<Coord, Rejected>,
         shutdown: &mut Shutdown,
+        next: &mut ReadAhead<'_>,
     ) -> Outcome {
-        // Decoding may fetch a schema from the registry: blocking I/O, off the async workers.
-        let processed = match tokio::task::block_in_place(|| self.process(batch, refused)) {
+        let processed = match processed {
             Ok(p) => p,
             Err(transient) => return Outcome::Retry { error: transient, at_once: false },
         };
@@ -278,97 +349,165 @@ impl Processor<'_> {
             Ok(o) => o,
             Err(e) => return Outcome::Fatal(e),
         };
+        let inflight = InFlight { batch, generation, processed: &processed };
         match self.settings.kafka.guarantee {
-            Guarantee::ExactlyOnce => self.transact(batch, processed, &offsets, refused, shutdown).await,
-            Guarantee::AtLeastOnce => self.at_least_once(batch, processed, &offsets, refused, shutdown).await,
+            Guarantee::ExactlyOnce => match self.transact(&inflight, group, &offsets, refused, shutdown, next).await {
+                None => Outcome::Committed(processed),
+                Some(o) => o,
+            },
+            Guarantee::AtLeastOnce => match self.at_least_once(&inflight, &offsets, refused, shutdown, next).await {
+                None => Outcome::Committed(processed),
+                Some(o) => o,
+            },
         }
     }
 
+    /// One batch's transaction; `None` once it is committed.
     async fn transact(
         &self,
-        batch: &[OwnedMessage],
-        processed: Processed,
+        b: &InFlight<'_>,
+        group: Option<ConsumerGroupMetadata>,
         offsets: &TopicPartitionList,
         refused: &mut HashMap<Coord, Rejected>,
         shutdown: &mut Shutdown,
-    ) -> Outcome {
+        next: &mut ReadAhead<'_>,
+    ) -> Option<Outcome> {
         if let Err(e) = self.producer.begin_transaction() {
-            return self.abort_and(shutdown, kafka::txn_step(&e), e.to_string(), false).await;
+            return Some(self.abort_and(shutdown, kafka::txn_step(&e), e.to_string(), false).await);
         }
-        match self.produce(batch, &processed, refused, shutdown).await {
+        match self.produce(b, refused, shutdown, next).await {
             Produced::Delivered => {}
-            Produced::Interrupted => return self.abort_for_shutdown(),
+            Produced::Interrupted => return Some(self.abort_for_shutdown().await),
+            Produced::Fatal(e) => {
+                // Abort so that no reader is held by what this instance leaves behind.
+                self.abort_for_shutdown().await;
+                return Some(Outcome::Fatal(e));
+            }
             Produced::Failed { error, at_once } => {
-                return self.abort_and(shutdown, TxnStep::Abort, error, at_once).await;
+                return Some(self.abort_and(shutdown, TxnStep::Abort, error, at_once).await);
             }
         }
-        let Some(cgm) = self.consumer.group_metadata() else {
-            return self
-                .abort_and(shutdown, TxnStep::Abort, "no consumer group metadata (rebalance)".into(), false)
-                .await;
+        // The group metadata is the one the batch was read under: after a rebalance the
+        // broker refuses its offsets (KIP-447) rather than let two owners commit one batch.
+        let Some(cgm) = group.filter(|_| self.generation() == b.generation) else {
+            return Some(
+                self.abort_and(shutdown, TxnStep::Abort, "a rebalance while the batch was in flight".into(), false)
+                    .await,
+            );
         };
         let sent = self
-            .txn_call("send_offsets_to_transaction", shutdown, false, || {
-                self.producer.send_offsets_to_transaction(offsets, &cgm, TXN_CALL)
+            .txn_call("send_offsets_to_transaction", shutdown, false, {
+                let (offsets, cgm) = (offsets.clone(), Arc::new(cgm));
+                move |p| p.send_offsets_to_transaction(&offsets, &cgm, TXN_CALL)
             })
             .await;
         match sent {
             Ok(()) => {}
             // Shutdown while the call runs on: an abort now would conflict with it.
-            Err((TxnStep::Retry, _)) => return Outcome::Interrupted,
-            Err((step, e)) => return self.abort_and(shutdown, step, e, false).await,
+            Err((TxnStep::Retry, _)) => return Some(Outcome::Interrupted),
+            Err((step, e)) => return Some(self.abort_and(shutdown, step, e, false).await),
         }
-        match self.txn_call("commit_transaction", shutdown, false, || self.producer.commit_transaction(TXN_CALL)).await
-        {
+        match self.txn_call("commit_transaction", shutdown, false, |p| p.commit_transaction(TXN_CALL)).await {
             Ok(()) => {
                 self.metrics.transactions.with_label_values(&["commit"]).inc();
-                Outcome::Committed(processed)
+                None
             }
-            Err((TxnStep::Retry, _)) => Outcome::Interrupted,
-            Err((step, e)) => self.abort_and(shutdown, step, e, false).await,
+            Err((TxnStep::Retry, _)) => Some(Outcome::Interrupted),
+            Err((step, e)) => Some(self.abort_and(shutdown, step, e, false).await),
         }
     }
 
+    /// One batch without a transaction; `None` once its offsets are committed.
     async fn at_least_once(
         &self,
-        batch: &[OwnedMessage],
-        processed: Processed,
+        b: &InFlight<'_>,
         offsets: &TopicPartitionList,
         refused: &mut HashMap<Coord, Rejected>,
         shutdown: &mut Shutdown,
-    ) -> Outcome {
-        match self.produce(batch, &processed, refused, shutdown).await {
+        next: &mut ReadAhead<'_>,
+    ) -> Option<Outcome> {
+        match self.produce(b, refused, shutdown, next).await {
             Produced::Delivered => {}
             // Nothing committed: the restart repeats the batch, which this mode allows.
-            Produced::Interrupted => return Outcome::Interrupted,
-            Produced::Failed { error, at_once } => return Outcome::Retry { error, at_once },
+            Produced::Interrupted => return Some(Outcome::Interrupted),
+            Produced::Fatal(e) => return Some(Outcome::Fatal(e)),
+            Produced::Failed { error, at_once } => return Some(Outcome::Retry { error, at_once }),
         }
-        match tokio::task::block_in_place(|| self.consumer.commit(offsets, CommitMode::Sync)) {
-            Ok(()) => Outcome::Committed(processed),
-            Err(e) if kafka::is_fatal(&e) => Outcome::Fatal(anyhow::Error::new(e).context("committing offsets")),
-            Err(e) => Outcome::Retry { error: format!("offset commit: {e}"), at_once: false },
+        if self.generation() != b.generation {
+            // The partitions may be another instance's now; it re-reads from the last commit.
+            return Some(Outcome::Retry { error: "a rebalance while the batch was in flight".into(), at_once: true });
+        }
+        // Every output is acknowledged, so nothing can be lost past this commit; an async
+        // commit keeps the broker round trip out of the loop (a failed one repeats work,
+        // which this mode allows, and the next commit supersedes it).
+        match self.consumer.commit(offsets, CommitMode::Async) {
+            Ok(()) => None,
+            Err(e) if kafka::is_fatal(&e) => Some(Outcome::Fatal(anyhow::Error::new(e).context("committing offsets"))),
+            Err(e) => Some(Outcome::Retry { error: format!("offset commit: {e}"), at_once: false }),
         }
     }
 
-    /// Sends every output of a batch and awaits the deliveries. A record the broker refuses
-    /// for a reason of its own is noted in `refused` (see [`Self::refuse`]).
+    /// Sends every output of a batch and, while librdkafka delivers them, reads and maps the
+    /// next batch ([`ReadAhead`]); then awaits the deliveries. A record the broker refuses for
+    /// a reason of its own is noted in `refused` (see [`Self::refuse`]). Partitions put back
+    /// at their committed offsets meanwhile fail the batch: its commit could skip nothing
+    /// now, but the records after it would be read twice.
     async fn produce(
         &self,
-        batch: &[OwnedMessage],
-        processed: &Processed,
+        b: &InFlight<'_>,
         refused: &mut HashMap<Coord, Rejected>,
         shutdown: &mut Shutdown,
+        next: &mut ReadAhead<'_>,
     ) -> Produced {
-        let (i, e) = match self.send_all(&processed.records) {
-            Ok(futures) => match kafka::await_all(futures, Some(shutdown), Some(self.delivery_timeout())).await {
-                Delivery::Delivered => return Produced::Delivered,
-                Delivery::Interrupted => return Produced::Interrupted,
-                Delivery::Failed(i, e) => (i, e),
-            },
+        let (i, e) = match self.send_all(&b.processed.records) {
+            Ok(futures) => {
+                let delivered = tokio::sync::Notify::new();
+                let mut stop = shutdown.clone();
+                let deliveries = async {
+                    let d = kafka::await_all(futures, Some(shutdown), Some(self.delivery_timeout())).await;
+                    delivered.notify_one();
+                    d
+                };
+                let (delivery, read) = tokio::join!(deliveries, self.read_ahead(next, refused, &mut stop, &delivered));
+                match (delivery, read) {
+                    (_, Err(e)) => return Produced::Fatal(e),
+                    (Delivery::Interrupted, _) => return Produced::Interrupted,
+                    (Delivery::Failed(i, e), _) => (i, e),
+                    (Delivery::Delivered, Ok(true)) => {
+                        return Produced::Failed {
+                            error: "partitions were put back at their committed offsets while the batch was in flight"
+                                .into(),
+                            at_once: true,
+                        }
+                    }
+                    (Delivery::Delivered, Ok(false)) => return Produced::Delivered,
+                }
+            }
             Err(failed) => failed,
         };
-        let at_once = self.refuse(batch, processed, i, &e, refused);
+        let at_once = self.refuse(b.batch, b.processed, i, &e, refused);
         Produced::Failed { error: e.to_string(), at_once }
+    }
+
+    /// Reads and maps the next batch while this one is delivered: what arrives before the
+    /// deliveries are done (or the batch is full). Returns whether partitions were
+    /// re-positioned meanwhile.
+    async fn read_ahead(
+        &self,
+        next: &mut ReadAhead<'_>,
+        refused: &HashMap<Coord, Rejected>,
+        shutdown: &mut Shutdown,
+        delivered: &tokio::sync::Notify,
+    ) -> anyhow::Result<bool> {
+        if next.slot.is_some() || *shutdown.borrow() {
+            return Ok(false);
+        }
+        let c = kafka::collect_until(self.consumer, next.limits, shutdown, || self.generation(), delivered.notified())
+            .await?;
+        if !c.records.is_empty() {
+            *next.slot = Some(self.stage(c.records, refused));
+        }
+        Ok(c.resumed)
     }
 
     /// How long a batch's deliveries may take before the batch is given up (aborted and read
@@ -410,7 +549,7 @@ impl Processor<'_> {
             return Outcome::Fatal(self.fatal(&error));
         }
         self.metrics.transactions.with_label_values(&["abort"]).inc();
-        match self.txn_call("abort_transaction", shutdown, true, || self.producer.abort_transaction(TXN_CALL)).await {
+        match self.txn_call("abort_transaction", shutdown, true, |p| p.abort_transaction(TXN_CALL)).await {
             Ok(()) => Outcome::Retry { error, at_once },
             Err((TxnStep::Fatal, e)) => Outcome::Fatal(self.fatal(&e)),
             Err(_) => Outcome::Interrupted,
@@ -439,12 +578,20 @@ impl Processor<'_> {
     /// minute, behind the records the partitions' new owner had already committed. librdkafka
     /// purges what is still queued and waits for what is in flight, so the wait is short
     /// unless the broker is unreachable; then the transaction stays open, as before.
-    fn abort_for_shutdown(&self) -> Outcome {
+    async fn abort_for_shutdown(&self) -> Outcome {
         self.metrics.transactions.with_label_values(&["abort"]).inc();
-        match tokio::task::block_in_place(|| self.producer.abort_transaction(TXN_CALL)) {
-            Ok(()) => Outcome::Aborted,
-            Err(e) => {
+        let producer = self.producer.clone();
+        // librdkafka does not always return within the call's own timeout when the broker is
+        // unresponsive (40 s were seen with 5 s asked), so the wait is bounded here too.
+        let abort = tokio::task::spawn_blocking(move || producer.abort_transaction(TXN_CALL));
+        match tokio::time::timeout(TXN_CALL + Duration::from_secs(1), abort).await {
+            Ok(Ok(Ok(()))) => Outcome::Aborted,
+            Ok(Ok(Err(e))) => {
                 tracing::warn!(error = %e, "could not abort the batch's transaction on shutdown");
+                Outcome::Interrupted
+            }
+            _ => {
+                tracing::warn!("the abort of the batch's transaction did not return in time on shutdown");
                 Outcome::Interrupted
             }
         }
@@ -459,11 +606,26 @@ impl Processor<'_> {
         what: &'static str,
         shutdown: &mut Shutdown,
         aborting: bool,
-        call: impl Fn() -> KafkaResult<()>,
+        call: impl Fn(&FutureProducer) -> KafkaResult<()> + Send + Sync + 'static,
     ) -> Result<(), (TxnStep, String)> {
+        let call = Arc::new(call);
         let mut delays = kafka::backoff(Duration::from_millis(50)).build();
         loop {
-            let e = match tokio::task::block_in_place(&call) {
+            // On a blocking thread: librdkafka does not always return within the call's
+            // timeout when the broker is unresponsive (a SIGTERM once waited 20 s for one).
+            // After a shutdown request the call gets one call's time to finish (a commit under
+            // way should land), then the outcome is left open for the next start to fence.
+            let (p, c) = (self.producer.clone(), Arc::clone(&call));
+            let mut job = tokio::task::spawn_blocking(move || c(&p));
+            let joined = tokio::select! {
+                r = &mut job => r,
+                _ = shutdown.wait_for(|s| *s) => match tokio::time::timeout(TXN_CALL + Duration::from_secs(1), &mut job).await {
+                    Ok(r) => r,
+                    Err(_) => return Err((TxnStep::Retry, format!("{what} did not return after shutdown was requested"))),
+                },
+            };
+            let result = joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let e = match result {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
@@ -546,71 +708,73 @@ impl Processor<'_> {
 
     /// Decode, map and encode one batch: the outputs of every input, in input order. `Err`
     /// only for a transient problem (the schema registry unreachable): the batch is retried.
+    ///
+    /// Decoding, rule mapping and encoding run on rayon's pool (one thread per core), in
+    /// chunks; results are put back in input order, so outputs keep each partition's order.
+    /// With a model loaded, mapping stays one call over the batch: the model batches the
+    /// batch's unknown labels itself.
     fn process(&self, batch: &[OwnedMessage], refused: &HashMap<Coord, Rejected>) -> Result<Processed, String> {
-        let mut out = Processed::default();
-        let mut slots: Vec<Option<Vec<OutputRecord>>> = vec![None; batch.len()];
+        let decoder = &self.decoder;
+        let decoded: Vec<Result<DetectorEvent, Rejected>> = batch
+            .par_iter()
+            .with_min_len(CHUNK)
+            .map(|msg| match refused.get(&coord(msg)) {
+                Some(rej) => Err(rej.clone()),
+                None => decoder.decode(msg.payload().unwrap_or_default()),
+            })
+            .collect();
+        let mut rejected: Vec<(usize, Rejected)> = Vec::new();
         let mut events = Vec::with_capacity(batch.len());
         let mut event_slots = Vec::with_capacity(batch.len());
-        for (i, msg) in batch.iter().enumerate() {
-            if let Some(rej) = refused.get(&coord(msg)) {
-                slots[i] = Some(vec![self.reject(msg, rej, &mut out)]);
-                continue;
-            }
-            match self.decoder.decode(msg.payload().unwrap_or_default()) {
+        for (i, d) in decoded.into_iter().enumerate() {
+            match d {
                 Ok(ev) => {
                     events.push(ev);
                     event_slots.push(i);
                 }
                 Err(rej) if rej.reason == RejectReason::Unavailable => return Err(rej.to_string()),
-                Err(rej) => slots[i] = Some(vec![self.reject(msg, &rej, &mut out)]),
+                Err(rej) => rejected.push((i, rej)),
             }
         }
         // The batch's unknown labels go to the model together (its own batching), bounded by
         // model.timeout_ms; without a model this is the rules alone.
-        let mapped = if self.model.is_loaded() {
+        let mapped: Vec<Result<Mapped, Unmapped>> = if self.model.is_loaded() {
             self.pipeline.map_batch_with(&events, |queries| {
                 tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(self.model.decide(queries)))
             })
         } else {
-            self.pipeline.map_batch(&events)
+            let pipeline = self.pipeline;
+            let chunks: Vec<Vec<_>> = events.par_chunks(CHUNK).map(|c| pipeline.map_batch(c)).collect();
+            chunks.into_iter().flatten().collect()
         };
-        for (result, &i) in mapped.into_iter().zip(&event_slots) {
-            let msg = &batch[i];
-            let src = coords(msg);
-            let records = match result {
-                Ok(mapped) => match self.publisher.records(&mapped, &src) {
-                    Ok(recs) => match recs.iter().find(|r| record_bytes(r) > self.max_record_bytes) {
-                        Some(big) => Err(Rejected::new(
-                            RejectReason::OutputTooLarge,
-                            format!(
-                                "the {} record would be {} bytes; the producer's message.max.bytes is {}",
-                                big.topic,
-                                record_bytes(big),
-                                self.max_record_bytes
-                            ),
-                        )),
-                        None => {
-                            out.valid += 2;
-                            for l in &mapped.canonical.lineage {
-                                *out.labels.entry(l.route.as_str()).or_default() += 1;
-                            }
-                            *out.routes.entry(mapped.canonical.provenance.route.as_str()).or_default() += 1;
-                            tracing::debug!(
-                                tenant = %mapped.canonical.provenance.tenant_id, detector = %mapped.canonical.provenance.detector,
-                                labels = ?mapped.canonical.taxonomy, partition = src.partition, offset = src.offset, "mapped"
-                            );
-                            Ok(Vec::from(recs))
-                        }
-                    },
-                    // An output that fails its Avro encoding is a bug, like a schema violation.
-                    Err(e) => Err(self.output_invalid(e.to_string(), &mut out)),
-                },
-                Err(Unmapped::TooManyLabels(e)) => Err(Rejected::new(RejectReason::TooManyLabels, e.to_string())),
-                Err(Unmapped::Invalid(v)) => Err(self.output_invalid(v.to_string(), &mut out)),
-            };
-            slots[i] = Some(match records {
-                Ok(r) => r,
-                Err(rej) => vec![self.reject(msg, &rej, &mut out)],
+        let (publisher, max_bytes) = (&self.publisher, self.max_record_bytes);
+        let encoded: Vec<Encoded> = mapped
+            .into_par_iter()
+            .zip(event_slots.par_iter())
+            .with_min_len(CHUNK)
+            .map(|(result, &i)| encode(publisher, max_bytes, result, &coords(&batch[i])))
+            .collect();
+
+        let mut out = Processed::default();
+        let mut slots: Vec<Option<Vec<OutputRecord>>> = vec![None; batch.len()];
+        for (i, rej) in rejected {
+            slots[i] = Some(vec![self.reject(&batch[i], &rej, &mut out)]);
+        }
+        for (e, &i) in encoded.into_iter().zip(&event_slots) {
+            slots[i] = Some(match e {
+                Encoded::Records { records, route, label_routes } => {
+                    out.valid += 2;
+                    for r in label_routes {
+                        *out.labels.entry(r).or_default() += 1;
+                    }
+                    *out.routes.entry(route).or_default() += 1;
+                    Vec::from(records)
+                }
+                Encoded::Rejected(rej) => vec![self.reject(&batch[i], &rej, &mut out)],
+                Encoded::Invalid(bug) => {
+                    let rej = self.output_invalid(bug, &mut out);
+                    vec![self.reject(&batch[i], &rej, &mut out)]
+                }
             });
         }
         for (i, recs) in slots.into_iter().enumerate() {
@@ -660,6 +824,59 @@ impl Processor<'_> {
             futures.push(kafka::enqueue(self.producer, rec).map_err(|e| (i, e))?);
         }
         Ok(futures)
+    }
+}
+
+/// Inputs per unit of parallel work: enough that handing out work costs nothing beside it.
+const CHUNK: usize = 128;
+
+/// One mapped input, encoded (or why it cannot be sent).
+enum Encoded {
+    Records {
+        records: [OutputRecord; 2],
+        route: &'static str,
+        label_routes: Vec<&'static str>,
+    },
+    /// The input's own fault (too many labels, an output too large): dead-lettered.
+    Rejected(Rejected),
+    /// Our fault: a schema or encoding violation (a bug; dead-lettered, never emitted).
+    Invalid(String),
+}
+
+/// The records of one mapped input, checked against the producer's size limit. Runs on the
+/// mapping pool: no logging beyond debug, no counters (the caller counts in input order).
+fn encode(publisher: &Publisher, max_bytes: usize, result: Result<Mapped, Unmapped>, src: &SourceCoords) -> Encoded {
+    let mapped = match result {
+        Ok(m) => m,
+        Err(Unmapped::TooManyLabels(e)) => {
+            return Encoded::Rejected(Rejected::new(RejectReason::TooManyLabels, e.to_string()))
+        }
+        Err(Unmapped::Invalid(v)) => return Encoded::Invalid(v.to_string()),
+    };
+    let records = match publisher.records(&mapped, src) {
+        Ok(r) => r,
+        // An output that fails its Avro encoding is a bug, like a schema violation.
+        Err(e) => return Encoded::Invalid(e.to_string()),
+    };
+    if let Some(big) = records.iter().find(|r| record_bytes(r) > max_bytes) {
+        return Encoded::Rejected(Rejected::new(
+            RejectReason::OutputTooLarge,
+            format!(
+                "the {} record would be {} bytes; the producer's message.max.bytes is {max_bytes}",
+                big.topic,
+                record_bytes(big)
+            ),
+        ));
+    }
+    let c = &mapped.canonical;
+    tracing::debug!(
+        tenant = %c.provenance.tenant_id, detector = %c.provenance.detector,
+        labels = ?c.taxonomy, partition = src.partition, offset = src.offset, "mapped"
+    );
+    Encoded::Records {
+        route: c.provenance.route.as_str(),
+        label_routes: c.lineage.iter().map(|l| l.route.as_str()).collect(),
+        records,
     }
 }
 

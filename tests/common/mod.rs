@@ -49,8 +49,10 @@ pub fn event(id: &str, detector: &str, output: Value) -> DetectorEvent {
 pub mod kafka;
 pub mod stores;
 
-pub fn mapper_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mapper")
+/// The `mapper` binary this build made, or `MAPPER_BIN` when set: the benches run another
+/// build's binary with it to measure before and after in one session.
+pub fn mapper_bin() -> String {
+    std::env::var("MAPPER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mapper").to_string())
 }
 
 /// `mapper`, run from the repository root (the settings' relative defaults point there), with

@@ -173,3 +173,23 @@ fn not_ready_until_it_has_joined_and_healthy_while_waiting() {
     assert!(ready.starts_with("HTTP/1.1 503") && ready.ends_with("not ready\n"), "{ready}");
     assert_eq!(mapper.health().map(|h| h.0), Some(200));
 }
+
+/// A batch closes once the stream goes quiet (`kafka.batch_idle_ms`, 5 ms by default), not at
+/// its linger: with `batch_timeout_ms` at a minute, a handful of events is committed within
+/// seconds. Before batches closed on an idle stream, they waited out the whole minute.
+#[test]
+fn a_quiet_stream_does_not_wait_out_the_linger() {
+    let broker = Broker::start();
+    let mapper = MapperProcess::start(&broker, "idle", &[("LLAMA_MAPPER_KAFKA__BATCH_TIMEOUT_MS", "60000")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !mapper.log_text().contains("partitions assigned") {
+        assert!(std::time::Instant::now() < deadline, "never joined:\n{}", mapper.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = numbered_events("idle", 0..5, 1);
+    broker.produce(INPUT, &keyed(&events));
+    // Far below the linger: only a batch closed on the idle stream commits in time.
+    wait_inputs_committed(&broker, 5, Duration::from_secs(20), &[&mapper]);
+    let out = wait_committed(&broker, CANONICAL, 5, Duration::from_secs(20), &[&mapper]);
+    assert_eq!(count_ids(&out).len(), 5);
+}

@@ -78,15 +78,19 @@ fn a_second_instance_with_the_same_id_fences_the_first() {
 
 /// A rebalance while a batch is being collected: the half-built batch is dropped (never
 /// committed across the rebalance) and read again, by whichever instance owns each partition
-/// afterwards. The first instance lingers 8 s per batch, so the second one's join lands inside
-/// a batch; records keep arriving throughout. Every event is mapped once.
+/// afterwards. The first instance lingers 8 s per batch (closing a batch on an idle stream
+/// is off), so the second one's join lands inside a batch; records keep arriving throughout. Every event is mapped once.
 #[test]
 fn a_rebalance_mid_batch_drops_the_batch_and_loses_nothing() {
     let broker = Broker::start();
     const N: usize = 1_200;
     let events: Vec<Value> = numbered_events("rebal", 0..N, 12);
     let inputs = keyed(&events);
-    let env = [("LLAMA_MAPPER_KAFKA__BATCH_TIMEOUT_MS", "8000"), ("LLAMA_MAPPER_KAFKA__BATCH_SIZE", "100000")];
+    let env = [
+        ("LLAMA_MAPPER_KAFKA__BATCH_TIMEOUT_MS", "8000"),
+        ("LLAMA_MAPPER_KAFKA__BATCH_IDLE_MS", "0"),
+        ("LLAMA_MAPPER_KAFKA__BATCH_SIZE", "100000"),
+    ];
     let first = MapperProcess::start(&broker, "linger-a", &env);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !first.log_text().contains("partitions assigned") {
