@@ -217,19 +217,22 @@ impl Broker {
     /// Everything committed in `topic`, read by Kafka's console consumer (`read_committed`)
     /// until it saw nothing new for a few seconds.
     pub fn read_all(&self, topic: &str) -> Vec<Record> {
-        self.console_read(topic, "read_committed", None)
+        self.console_read(topic, "read_committed")
     }
 
     /// Everything in `topic`, aborted transactions included (`read_uncommitted`).
     pub fn read_uncommitted(&self, topic: &str) -> Vec<Record> {
-        self.console_read(topic, "read_uncommitted", None)
+        self.console_read(topic, "read_uncommitted")
     }
 
-    /// Reads `topic` (committed only) until `want` records arrived or `timeout` passed.
+    /// Reads `topic` (committed only) until at least `want` records arrived or `timeout`
+    /// passed, and returns *everything* committed: never capped at `want` (with
+    /// `--max-messages want` an extra copy past the first `want` records was invisible, and
+    /// every "exactly N, none twice" check built on this could not fail).
     pub fn read(&self, topic: &str, want: usize, timeout: Duration) -> Vec<Record> {
         let deadline = Instant::now() + timeout;
         loop {
-            let got = self.console_read(topic, "read_committed", Some(want));
+            let got = self.console_read(topic, "read_committed");
             if got.len() >= want || Instant::now() > deadline {
                 return got;
             }
@@ -237,7 +240,7 @@ impl Broker {
         }
     }
 
-    fn console_read(&self, topic: &str, isolation: &str, max: Option<usize>) -> Vec<Record> {
+    fn console_read(&self, topic: &str, isolation: &str) -> Vec<Record> {
         let full = self.name(topic);
         let mut args: Vec<String> = [
             "--bootstrap-server",
@@ -253,9 +256,6 @@ impl Broker {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        if let Some(m) = max {
-            args.extend(["--max-messages".into(), m.to_string()]);
-        }
         for p in [
             "print.partition=true",
             "print.offset=true",

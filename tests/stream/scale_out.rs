@@ -16,9 +16,18 @@ fn two_instances_share_the_work_and_survive_one_stopping() {
     let broker = Broker::start();
     let events: Vec<Value> = numbered_events("scale", 0..EVENTS, 12);
     let inputs = keyed(&events);
-    broker.produce(INPUT, &inputs[..EVENTS / 2]);
     let mut a = MapperProcess::start(&broker, "a", &[]);
     let b = MapperProcess::start(&broker, "b", &[]);
+    // The work arrives only once both hold partitions: produced earlier, the first to join
+    // mapped all of it before the second's join (one CI run: `a` never got a partition).
+    // The second to join is assigned only in the group's new generation, in which the first
+    // has its share too (eager rebalancing), so its line means both have partitions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(a.log_text().contains("partitions assigned") && b.log_text().contains("partitions assigned")) {
+        assert!(Instant::now() < deadline, "the instances never both joined:\n{}", logs(&[&a, &b]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.produce(INPUT, &inputs[..EVENTS / 2]);
     wait_inputs_committed(&broker, EVENTS as i64 / 4, Duration::from_secs(300), &[&a, &b]);
     assert!(a.terminate().success(), "SIGTERM ends the instance cleanly:\n{}", a.log_text());
     assert!(a.log_text().contains("mapper run stopped"));
