@@ -50,12 +50,48 @@ pub enum TxnStep {
 /// `abort_transaction`. Calling abort while a commit is still in progress is what made the
 /// old loop hang ("conflicting commit_transaction API call"), so a retriable error always
 /// means "call the same thing again", never "abort".
-pub fn txn_step(e: &KafkaError) -> TxnStep {
+///
+/// While *aborting*, only a retriable error or one that "requires an abort" means "call
+/// abort again"; any other error (an invalid state, say) would fail the same way forever, so
+/// it is fatal: the process exits and its restart fences whatever is left open.
+pub fn txn_step(e: &KafkaError, aborting: bool) -> TxnStep {
     match e {
+        KafkaError::Transaction(r) if aborting && !r.is_fatal() && (r.is_retriable() || r.txn_requires_abort()) => {
+            TxnStep::Retry
+        }
+        _ if aborting => TxnStep::Fatal,
         KafkaError::Transaction(r) if r.is_fatal() => TxnStep::Fatal,
         KafkaError::Transaction(r) if r.txn_requires_abort() => TxnStep::Abort,
         KafkaError::Transaction(r) if r.is_retriable() => TxnStep::Retry,
         e if is_fatal(e) => TxnStep::Fatal,
         _ => TxnStep::Abort,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, Producer};
+
+    use super::*;
+
+    /// A real librdkafka error of the kind that once kept the loop aborting forever: an abort
+    /// called in a state where no abort is possible fails the same way every time (no broker
+    /// is needed to get it: transactions were never initialised).
+    #[test]
+    fn an_abort_that_cannot_succeed_is_fatal_not_retried() {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("transactional.id", "errors-unit-test")
+            .create()
+            .unwrap();
+        let e = p.abort_transaction(Duration::from_millis(100)).unwrap_err();
+        let KafkaError::Transaction(r) = &e else { panic!("not a transaction error: {e}") };
+        assert!(!r.is_retriable() && !r.txn_requires_abort() && !r.is_fatal(), "{e}");
+        assert_eq!(txn_step(&e, true), TxnStep::Fatal, "{e}");
+        // The same error met while committing: the transaction cannot commit, abort it.
+        assert_eq!(txn_step(&e, false), TxnStep::Abort, "{e}");
     }
 }

@@ -16,7 +16,7 @@ pub use client::{admin, client_config, group_consumer, log_client_error, produce
 pub use deliver::{await_all, enqueue, headers, Delivery};
 pub use errors::{is_fatal, is_fence, is_record_level, txn_step, TxnStep};
 pub use offsets::{first_offsets, next_offsets};
-pub use shutdown::{shutdown_signal, Shutdown};
+pub use shutdown::{requested as shutdown_requested, shutdown_signal, Shutdown};
 
 use std::time::Duration;
 

@@ -20,6 +20,10 @@ use rdkafka::{Offset, TopicPartitionList};
 const TRIES: usize = 5;
 const CALL: Duration = Duration::from_secs(10);
 
+/// The error of a retry loop cut short by a shutdown request. Nothing was committed past the
+/// place being looked for, so the restart resumes from the committed offsets.
+pub const STOPPING: &str = "shutdown requested while retrying a broker call";
+
 /// The lowest offset of each partition in `batch`: where to seek back to when the batch did
 /// not commit. Known locally, so a rewind never depends on the broker answering.
 pub fn first_offsets(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), i64> {
@@ -76,6 +80,9 @@ pub fn committed<C: ConsumerContext>(
             }
             Err(e) => last = e.to_string(),
         }
+        if super::shutdown::requested() {
+            anyhow::bail!(STOPPING);
+        }
         tracing::warn!(error = %last, "reading committed offsets failed; retrying");
         std::thread::sleep(Duration::from_millis(200 * tries as u64));
     }
@@ -101,6 +108,9 @@ fn watermarks<C: ConsumerContext>(
                 tries += 1;
                 if tries >= TRIES {
                     anyhow::bail!("reading the bounds of {topic}/{partition}: {e}");
+                }
+                if super::shutdown::requested() {
+                    anyhow::bail!(STOPPING);
                 }
                 tracing::warn!(error = %e, topic, partition, "reading a partition's bounds failed; retrying");
                 std::thread::sleep(Duration::from_millis(200 * tries as u64));
@@ -128,6 +138,9 @@ pub fn seek_all<C: ConsumerContext>(
                     "cannot seek {topic}/{partition} to {offset:?} ({e}); stopping rather than read \
                      it from the wrong place (a restart resumes from the committed offset)"
                 );
+            }
+            if super::shutdown::requested() {
+                anyhow::bail!(STOPPING);
             }
             tracing::warn!(error = %e, partition, ?offset, "seek failed; retrying");
             std::thread::sleep(Duration::from_millis(200 * tries as u64));

@@ -1,6 +1,18 @@
 //! SIGTERM / Ctrl-C as a watch channel every loop selects on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::watch;
+
+/// The same request, readable from synchronous code: the bounded retry loops of
+/// [`super::offsets`] run on a worker thread, outside any `select!`, and stop retrying once
+/// it is set (a rewind during a broker outage once held SIGTERM for ~50 s).
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the process has been asked to stop.
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}
 
 /// Turns `true` once, when the process is asked to stop.
 pub type Shutdown = watch::Receiver<bool>;
@@ -15,6 +27,7 @@ pub fn shutdown_signal() -> Shutdown {
             _ = term.recv() => {},
         }
         tracing::info!("shutdown requested");
+        REQUESTED.store(true, Ordering::SeqCst);
         let _ = tx.send(true);
     });
     rx

@@ -190,12 +190,18 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> anyhow::Result<(
     }
     let producer: FutureProducer = kafka::producer(k, "llama-mapper", &extra)?;
     if k.guarantee == Guarantee::ExactlyOnce {
-        (|| async { tokio::task::block_in_place(|| producer.init_transactions(TXN_INIT)) })
+        let init = (|| async { tokio::task::block_in_place(|| producer.init_transactions(TXN_INIT)) })
             .retry(kafka::backoff(Duration::from_millis(100)).with_max_times(20))
-            .when(|e| !kafka::is_fatal(e))
+            .when(|e| !kafka::is_fatal(e) && !kafka::shutdown_requested())
             .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "init_transactions failed"))
-            .await
-            .context("initialising transactions")?;
+            .await;
+        match init {
+            Err(_) if kafka::shutdown_requested() => {
+                tracing::info!("mapper run stopped before its transactions were initialised");
+                return Ok(());
+            }
+            r => r.context("initialising transactions")?,
+        }
     }
     consumer.subscribe(&[k.input_topic.as_str()]).context("subscribing")?;
     let max_record_bytes = match k.client.get("message.max.bytes") {
@@ -310,7 +316,17 @@ impl Processor<'_> {
                             first.entry(tp).and_modify(|f| *f = (*f).min(o)).or_insert(o);
                         }
                     }
-                    self.rewind(&first, generation)?;
+                    if *shutdown.borrow() {
+                        // Nothing commits after this: the restart resumes from the committed offsets.
+                        return Ok(());
+                    }
+                    if let Err(e) = self.rewind(&first, generation) {
+                        if kafka::shutdown_requested() {
+                            tracing::info!(error = %e, "stopping during a rewind; the restart resumes from the committed offsets");
+                            return Ok(());
+                        }
+                        return Err(e);
+                    }
                     if !wait.is_zero() {
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
@@ -373,7 +389,7 @@ impl Processor<'_> {
         next: &mut ReadAhead<'_>,
     ) -> Option<Outcome> {
         if let Err(e) = self.producer.begin_transaction() {
-            return Some(self.abort_and(shutdown, kafka::txn_step(&e), e.to_string(), false).await);
+            return Some(self.abort_and(shutdown, kafka::txn_step(&e, false), e.to_string(), false).await);
         }
         match self.produce(b, refused, shutdown, next).await {
             Produced::Delivered => {}
@@ -615,10 +631,23 @@ impl Processor<'_> {
             // timeout when the broker is unresponsive (a SIGTERM once waited 20 s for one).
             // After a shutdown request the call gets one call's time to finish (a commit under
             // way should land), then the outcome is left open for the next start to fence.
+            //
+            // A call that outlives the whole transaction timeout is stuck inside librdkafka:
+            // `send_offsets_to_transaction` can wait forever for a group coordinator after a
+            // broker pause (confluentinc/librdkafka#5456, its timeout is never checked; seen
+            // here after a 40 s broker freeze). Nothing can cancel it and no other
+            // transactional call may be made meanwhile, so the process exits: the broker has
+            // aborted the transaction by then, and the restart fences this producer.
             let (p, c) = (self.producer.clone(), Arc::clone(&call));
             let mut job = tokio::task::spawn_blocking(move || c(&p));
+            let stuck_after = self.stuck_after();
             let joined = tokio::select! {
                 r = &mut job => r,
+                _ = tokio::time::sleep(stuck_after) => return Err((TxnStep::Fatal, format!(
+                    "{what} did not return within {stuck_after:?} (asked to within {TXN_CALL:?}): librdkafka \
+                     is stuck in it (confluentinc/librdkafka#5456); exiting so that the restart fences \
+                     the open transaction"
+                ))),
                 _ = shutdown.wait_for(|s| *s) => match tokio::time::timeout(TXN_CALL + Duration::from_secs(1), &mut job).await {
                     Ok(r) => r,
                     Err(_) => return Err((TxnStep::Retry, format!("{what} did not return after shutdown was requested"))),
@@ -629,11 +658,7 @@ impl Processor<'_> {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            let step = match kafka::txn_step(&e) {
-                // An abort that "requires an abort" is an abort to call again.
-                TxnStep::Abort if aborting => TxnStep::Retry,
-                s => s,
-            };
+            let step = kafka::txn_step(&e, aborting);
             if step != TxnStep::Retry {
                 return Err((step, e.to_string()));
             }
@@ -647,6 +672,12 @@ impl Processor<'_> {
                 _ = shutdown.wait_for(|s| *s) => {}
             }
         }
+    }
+
+    /// How long one transactional call may block before it counts as stuck: the transaction
+    /// timeout (the broker aborts the transaction then anyway), at least 10 s.
+    fn stuck_after(&self) -> Duration {
+        Duration::from_millis(u64::from(self.settings.kafka.transaction_timeout_ms)).max(Duration::from_secs(10))
     }
 
     /// Seeks every partition of an uncommitted batch back to where the batch started, and

@@ -83,7 +83,8 @@ fn poison_records_go_to_the_dlq_and_the_rest_of_the_partition_commits() {
     assert_eq!(sources, expected, "every other record once, in order");
     let metrics = mapper.metrics();
     for reason in ["too_many_labels", "output_too_large", "output_rejected"] {
-        assert!(metrics.contains(&format!("mapper_dlq_total{{reason=\"{reason}\"}} 1")), "{reason}:\n{metrics}");
+        let line = format!("mapper_dlq_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "{reason}:\n{metrics}");
     }
 }
 
@@ -99,11 +100,8 @@ fn a_frozen_broker_neither_hangs_the_loop_nor_blocks_sigterm() {
         keyed(&events)
     };
     const FIRST: usize = 20_000;
-    let mut mapper = MapperProcess::start(
-        &broker,
-        "frozen",
-        &[("LLAMA_MAPPER_KAFKA__STALL_TIMEOUT_MS", "10000"), ("LLAMA_MAPPER_KAFKA__BATCH_SIZE", "500")],
-    );
+    let env = [("LLAMA_MAPPER_KAFKA__STALL_TIMEOUT_MS", "10000"), ("LLAMA_MAPPER_KAFKA__BATCH_SIZE", "500")];
+    let mut mapper = MapperProcess::start(&broker, "frozen", &env);
     let producer = {
         let (brokers, topic, recs) = (broker.brokers(), broker.name(INPUT), wave(0, FIRST));
         std::thread::spawn(move || {
@@ -129,9 +127,28 @@ fn a_frozen_broker_neither_hangs_the_loop_nor_blocks_sigterm() {
     assert!(body.contains("stalled"), "{body}");
     println!("/healthz 503 {after:?} into the freeze: {}", body.trim());
     let thawed = Instant::now();
-    // Within the transaction timeout (60 s) plus the wave itself at debug-build speed.
-    wait_inputs_committed(&broker, FIRST as i64, Duration::from_secs(240), &[&mapper]);
-    println!("all {FIRST} committed {:?} after the thaw", thawed.elapsed());
+    // Within the transaction timeout (60 s) plus the wave itself at debug-build speed. When
+    // the freeze caught `send_offsets_to_transaction`, librdkafka may never return from it
+    // (confluentinc/librdkafka#5456): the mapper then exits with that reason after the
+    // transaction timeout, as an orchestrator would see it, and its restart finishes the work.
+    // Any other exit fails the test.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut restarts = 0;
+    while broker.committed_inputs() < FIRST as i64 {
+        if let Some(status) = mapper.child.try_wait().unwrap() {
+            let log = mapper.log_text();
+            assert!(
+                !status.success() && log.contains("librdkafka is stuck in it"),
+                "the mapper stopped after the thaw for another reason:\n{log}"
+            );
+            restarts += 1;
+            assert!(restarts <= 2, "stuck again after {restarts} restarts:\n{log}");
+            mapper = MapperProcess::start(&broker, "frozen", &env);
+        }
+        assert!(Instant::now() < deadline, "not all {FIRST} committed 240 s after the thaw\n{}", logs(&[&mapper]));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    println!("all {FIRST} committed {:?} after the thaw ({restarts} restarts of a stuck process)", thawed.elapsed());
     let deadline = Instant::now() + Duration::from_secs(30);
     while mapper.health().map(|h| h.0) != Some(200) {
         assert!(Instant::now() < deadline, "/healthz did not recover after the thaw");
@@ -233,8 +250,10 @@ fn sigterm_mid_batch_aborts_the_transaction_so_readers_are_not_held() {
         std::thread::sleep(Duration::from_millis(300));
     };
     // The audit records are written and the canonical ones refused: the batch is stuck.
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(broker.read_uncommitted(AUDIT).len() >= N, "the transaction's audit records were written");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while broker.read_uncommitted(AUDIT).len() < N {
+        assert!(Instant::now() < deadline, "the transaction's audit records were never written");
+    }
     assert!(first.terminate_within(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", first.log_text());
     let state = broker.transactions().into_iter().find(|(t, _)| *t == id).map(|(_, s)| s);
     assert!(
