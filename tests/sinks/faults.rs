@@ -117,8 +117,10 @@ fn killed_sinks_and_store_outages_lose_and_double_nothing() {
     assert_eq!(stack.ch.query("SELECT count() FROM audit_events FINAL").trim(), total.to_string());
     assert_eq!(stack.ch.query("SELECT count() FROM canonical_events FINAL").trim(), total.to_string());
     let raw: usize = stack.ch.query("SELECT count() FROM audit_events").trim().parse().unwrap();
+    // Copies a killed sink wrote twice are expected here (ReplacingMergeTree collapses them,
+    // which FINAL above shows); the figure is printed, not asserted: `raw >= total` followed
+    // from the FINAL count already.
     println!("audit_events: {raw} rows before merges for {total} events");
-    assert!(raw >= total);
 
     let report = stack.wait_trail(total, Duration::from_secs(120));
     let (ok, report2) = stack.verify(&[]);
