@@ -636,8 +636,10 @@ impl Processor<'_> {
             // `send_offsets_to_transaction` can wait forever for a group coordinator after a
             // broker pause (confluentinc/librdkafka#5456, its timeout is never checked; seen
             // here after a 40 s broker freeze). Nothing can cancel it and no other
-            // transactional call may be made meanwhile, so the process exits: the broker has
-            // aborted the transaction by then, and the restart fences this producer.
+            // transactional call may be made meanwhile, so the process exits. By then the
+            // coordinator has aborted the transaction (its timeout) or, if our commit reached
+            // it, completes the commit; the restart's init_transactions waits for either,
+            // fences this producer and resumes from the stable committed offsets.
             let (p, c) = (self.producer.clone(), Arc::clone(&call));
             let mut job = tokio::task::spawn_blocking(move || c(&p));
             let stuck_after = self.stuck_after();
