@@ -22,7 +22,7 @@ const CALL: Duration = Duration::from_secs(10);
 
 /// The error of a retry loop cut short by a shutdown request. Nothing was committed past the
 /// place being looked for, so the restart resumes from the committed offsets.
-pub const STOPPING: &str = "shutdown requested while retrying a broker call";
+const STOPPING: &str = "shutdown requested while retrying a broker call";
 
 /// The lowest offset of each partition in `batch`: where to seek back to when the batch did
 /// not commit. Known locally, so a rewind never depends on the broker answering.

@@ -27,8 +27,9 @@ pub fn shutdown_signal() -> Shutdown {
             _ = term.recv() => {},
         }
         tracing::info!("shutdown requested");
-        REQUESTED.store(true, Ordering::SeqCst);
+        // The channel first: code that saw the flag may rely on the channel being set too.
         let _ = tx.send(true);
+        REQUESTED.store(true, Ordering::SeqCst);
     });
     rx
 }

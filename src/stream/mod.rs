@@ -321,7 +321,7 @@ impl Processor<'_> {
                         return Ok(());
                     }
                     if let Err(e) = self.rewind(&first, generation) {
-                        if kafka::shutdown_requested() {
+                        if *shutdown.borrow() {
                             tracing::info!(error = %e, "stopping during a rewind; the restart resumes from the committed offsets");
                             return Ok(());
                         }

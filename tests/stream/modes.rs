@@ -181,11 +181,7 @@ fn not_ready_until_it_has_joined_and_healthy_while_waiting() {
 fn a_quiet_stream_does_not_wait_out_the_linger() {
     let broker = Broker::start();
     let mapper = MapperProcess::start(&broker, "idle", &[("LLAMA_MAPPER_KAFKA__BATCH_TIMEOUT_MS", "60000")]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !mapper.log_text().contains("partitions assigned") {
-        assert!(std::time::Instant::now() < deadline, "never joined:\n{}", mapper.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_joined(&[&mapper]);
     let events = numbered_events("idle", 0..5, 1);
     broker.produce(INPUT, &keyed(&events));
     // Far below the linger: only a batch closed on the idle stream commits in time.

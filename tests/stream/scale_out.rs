@@ -22,11 +22,7 @@ fn two_instances_share_the_work_and_survive_one_stopping() {
     // mapped all of it before the second's join (one CI run: `a` never got a partition).
     // The second to join is assigned only in the group's new generation, in which the first
     // has its share too (eager rebalancing), so its line means both have partitions.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(a.log_text().contains("partitions assigned") && b.log_text().contains("partitions assigned")) {
-        assert!(Instant::now() < deadline, "the instances never both joined:\n{}", logs(&[&a, &b]));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_joined(&[&a, &b]);
     broker.produce(INPUT, &inputs[..EVENTS / 2]);
     wait_inputs_committed(&broker, EVENTS as i64 / 4, Duration::from_secs(300), &[&a, &b]);
     assert!(a.terminate().success(), "SIGTERM ends the instance cleanly:\n{}", a.log_text());
@@ -58,11 +54,7 @@ fn a_second_instance_with_the_same_id_fences_the_first() {
     let mut first = MapperProcess::start(&broker, "same", &[]);
     wait_inputs_committed(&broker, 2_000, Duration::from_secs(120), &[&first]);
     let second = MapperProcess::start(&broker, "same", &[]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !second.log_text().contains("partitions assigned") {
-        assert!(Instant::now() < deadline, "the second instance never joined:\n{}", second.log_text());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_joined(&[&second]);
     // Work for both: the first meets the fence on its next transaction.
     broker.produce(INPUT, &inputs[2_000..]);
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -101,11 +93,7 @@ fn a_rebalance_mid_batch_drops_the_batch_and_loses_nothing() {
         ("LLAMA_MAPPER_KAFKA__BATCH_SIZE", "100000"),
     ];
     let first = MapperProcess::start(&broker, "linger-a", &env);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !first.log_text().contains("partitions assigned") {
-        assert!(Instant::now() < deadline, "never joined:\n{}", first.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_joined(&[&first]);
     // A first batch commits, so every partition has a committed offset: a partition without
     // one is resumed at its beginning by another path (`offsets::resume`), which drops the
     // batch as well and would hide the one under test.

@@ -81,6 +81,16 @@ pub fn wait_inputs_committed(broker: &Broker, n: i64, timeout: Duration, who: &[
     }
 }
 
+/// Waits until every one of `who` has logged "partitions assigned" (joined its group and
+/// was given partitions), at most 60 s.
+pub fn wait_joined(who: &[&MapperProcess]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !who.iter().all(|m| m.log_text().contains("partitions assigned")) {
+        assert!(Instant::now() < deadline, "not every instance joined within 60 s:\n{}", logs(who));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The pack events, repeated: ids `{prefix}-{i}` for `i` in `ids`, tenant `tenant-{i % tenants}`
 /// (the pack event's own tenant when `tenants` is 0).
 pub fn numbered_events(prefix: &str, ids: std::ops::Range<usize>, tenants: usize) -> Vec<Value> {
